@@ -1,0 +1,7 @@
+"""``python -m ometer_exporter``."""
+
+from __future__ import annotations
+
+from ometer_exporter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""Shared fixtures: the Ollama emulator on loopback (see tests/ollama_emulator)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from ollama_emulator import EmulatedModel, EmulatorFactory, OllamaEmulator, default_models
+
+
+@pytest.fixture
+async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
+    """``await make(models, **kwargs)`` → a started :class:`OllamaEmulator` on 127.0.0.1:0
+    (``models=None`` → a chat, a thinking and an embedding model); all closed at teardown."""
+    created: list[OllamaEmulator] = []
+
+    async def make(models: list[EmulatedModel] | None = None, **kwargs: Any) -> OllamaEmulator:
+        emu = OllamaEmulator(default_models() if models is None else models, **kwargs)
+        await emu.start()
+        created.append(emu)
+        return emu
+
+    yield make
+    for emu in reversed(created):
+        await emu.close()
