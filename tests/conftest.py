@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from ollama_emulator import EmulatedModel, EmulatorFactory, OllamaEmulator, default_models
+from service import start_exporter  # noqa: F401  (fixture: the exporter in-process)
 
 
 @pytest.fixture
@@ -15,9 +16,11 @@ async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
     (``models=None`` → a chat, a thinking and an embedding model); all closed at teardown."""
     created: list[OllamaEmulator] = []
 
-    async def make(models: list[EmulatedModel] | None = None, **kwargs: Any) -> OllamaEmulator:
+    async def make(
+        models: list[EmulatedModel] | None = None, *, port: int = 0, **kwargs: Any
+    ) -> OllamaEmulator:
         emu = OllamaEmulator(default_models() if models is None else models, **kwargs)
-        await emu.start()
+        await emu.start(port=port)
         created.append(emu)
         return emu
 

@@ -1,0 +1,310 @@
+"""The background benchmark loop: one worker per target, one run at a time within a target.
+
+A cycle: discover (version, tags, show for new digests, ps) -> select models -> measure each
+-> record and persist. Between cycles a cheap ``/api/ps`` poll keeps loaded/VRAM current. A
+target that fails discovery is marked down, keeps its models' last values with success 0, and
+is retried with backoff. Nothing a target does can end the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+from ometer_exporter.config import DEFAULT_PROMPTS, BenchmarkSettings, Settings, TargetSettings
+from ometer_exporter.measure import LoopLagProbe, measure_model
+from ometer_exporter.ollama import (
+    ErrorType,
+    OllamaClient,
+    OllamaError,
+    OllamaNotFound,
+    ShowInfo,
+    TagModel,
+    canonical_name,
+    match_model,
+    parse_parameter_size,
+)
+from ometer_exporter.store import Inventory, Method, Store, TargetState
+
+log = logging.getLogger(__name__)
+
+_Step = Callable[[], Awaitable[object]]
+
+PS_POLL_INTERVAL: Final = 15.0
+BACKOFF_START: Final = 5.0
+BACKOFF_MAX: Final = 300.0
+
+
+def method_of(bench: BenchmarkSettings) -> Method:
+    """What ``ometer_benchmark_config_info`` shows: a changed method is not a regression."""
+    if bench.prompts == DEFAULT_PROMPTS:
+        prompt_set = "default"
+    else:
+        digest = hashlib.sha256("\n".join(bench.prompts).encode()).hexdigest()
+        prompt_set = f"custom-{digest[:8]}"
+    return Method(prompt_set=prompt_set, num_predict=bench.num_predict, think=bench.think)
+
+
+def target_state(target: TargetSettings) -> TargetState:
+    return TargetState(
+        name=target.name,
+        cloud=target.cloud,
+        interval=target.benchmark.interval,
+        method=method_of(target.benchmark),
+    )
+
+
+def select_models(target: TargetSettings, models: Iterable[TagModel]) -> list[TagModel]:
+    """Models this target lists that it should report on (inventory), in tags order.
+
+    On a local target, cloud pass-through entries are skipped unless included by exact name:
+    benchmarking them would bill the user's cloud account.
+    """
+    out = []
+    for m in models:
+        included = any(canonical_name(q).lower() == m.name.lower() for q in target.include)
+        if target.cloud or not m.is_cloud_passthrough or included:
+            out.append(m)
+    return out
+
+
+def wanted(target: TargetSettings, name: str) -> bool:
+    """include (empty = all) and exclude, each an exact name or a family."""
+    if target.include and not any(match_model(q, name) for q in target.include):
+        return False
+    return not any(match_model(q, name) for q in target.exclude)
+
+
+def jittered(interval: float, jitter: float) -> float:
+    return max(0.0, interval * (1 + random.uniform(-jitter, jitter)))
+
+
+class TargetWorker:
+    """Benchmarks one target forever (until cancelled)."""
+
+    def __init__(
+        self, target: TargetSettings, store: Store, *, lag_probe: LoopLagProbe | None = None
+    ) -> None:
+        self.target = target
+        self.store = store
+        self.lag_probe = lag_probe
+        self.client = OllamaClient(
+            target.url, api_key=target.api_key, timeouts=target.benchmark.timeouts
+        )
+        self._show_cache: dict[tuple[str, str], ShowInfo | None] = {}
+        self.cycles = 0
+
+    async def run(self) -> None:
+        name = self.target.name
+        failures = 0
+        try:
+            delay = self._first_delay()
+            if delay > 0:
+                # Results are fresh (a restart): refresh the inventory, benchmark later.
+                log.info("target %s: stored results are fresh; first cycle in %.0fs", name, delay)
+                if await self._guard(self.discover):
+                    failures = 0
+                await self._wait(delay)
+            while True:
+                started = time.time()
+                ok = await self._guard(self.cycle)
+                self.store.update_target(
+                    name, last_cycle_started=started, last_cycle_duration=time.time() - started
+                )
+                if ok:
+                    failures = 0
+                    delay = jittered(self.target.benchmark.interval, self.target.benchmark.jitter)
+                else:
+                    failures += 1
+                    delay = self._backoff(failures)
+                await self._wait(delay)
+        finally:
+            await self.client.aclose()
+
+    async def _guard(self, step: _Step) -> bool:
+        """Run a discovery or a cycle; a failure marks the target down, never ends the loop."""
+        try:
+            await step()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except OllamaError as exc:
+            log.warning("target %s is down: %s", self.target.name, exc)
+            self._down(exc.error_type.value, str(exc))
+        except Exception as exc:  # a bug must not end the loop: log it, count it, go on
+            log.exception("target %s: unexpected error in the benchmark loop", self.target.name)
+            self._down(ErrorType.BAD_RESPONSE.value, f"internal error: {type(exc).__name__}")
+            state = self.store.snapshot.targets.get(self.target.name)
+            if state is not None:
+                self.store.update_target(self.target.name, loop_errors=state.loop_errors + 1)
+        return False
+
+    def _down(self, error_type: str, message: str) -> None:
+        self.store.update_target(self.target.name, up=False, error=message)
+        self.store.mark_failed(self.target.name, error_type, message)
+
+    def _first_delay(self) -> float:
+        newest = self.store.newest_finish(self.target.name)
+        if newest is None:
+            return 0.0
+        return max(0.0, newest + self.target.benchmark.interval - time.time())
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential from 5 s (or the interval, if shorter), never longer than the interval."""
+        interval = self.target.benchmark.interval
+        start = min(BACKOFF_START, interval)
+        cap = min(BACKOFF_MAX, max(start, interval))
+        return jittered(min(cap, start * 2 ** (failures - 1)), 0.2)
+
+    async def _wait(self, delay: float) -> None:
+        """Sleep until the next cycle, polling ``/api/ps`` so loaded/VRAM stay current."""
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, PS_POLL_INTERVAL))
+            if deadline - time.monotonic() > 1.0 and not self.target.cloud:
+                with contextlib.suppress(OllamaError):
+                    loaded = await self.client.ps()
+                    self.store.update_loaded(
+                        self.target.name, {canonical_name(m.name): m.size_vram for m in loaded}
+                    )
+
+    async def discover(self) -> list[TagModel]:
+        """Version, tags, show (cached per digest) and ps -> the target's inventory."""
+        name = self.target.name
+        try:
+            version: str | None = await self.client.version()
+        except OllamaNotFound:
+            version = None  # Ollama Cloud may not serve /api/version
+        tags = select_models(self.target, await self.client.tags())
+        loaded: dict[str, int | None] | None = None
+        if not self.target.cloud:
+            loaded = {canonical_name(m.name): m.size_vram for m in await self.client.ps()}
+        inventory: dict[str, Inventory] = {}
+        for tag in tags:
+            show = await self._show(tag)
+            inventory[tag.name] = _inventory(tag, show, loaded)
+        self.store.update_target(name, up=True, version=version, error=None)
+        self.store.set_inventory(name, inventory)
+        return tags
+
+    async def _show(self, tag: TagModel) -> ShowInfo | None:
+        key = (tag.name, tag.digest)
+        if key not in self._show_cache:
+            try:
+                self._show_cache[key] = await self.client.show(tag.name)
+            except OllamaError as exc:
+                log.warning("target %s: /api/show %s failed: %s", self.target.name, tag.name, exc)
+                return None  # not cached: asked again next cycle
+        return self._show_cache[key]
+
+    async def cycle(self) -> None:
+        tags = await self.discover()
+        target = self.target
+        method = method_of(target.benchmark)
+        for tag in tags:
+            if not wanted(target, tag.name):
+                continue
+            entry = self.store.snapshot.models.get((target.name, tag.name))
+            caps = entry.inventory.capabilities if entry and entry.inventory else ()
+            result = await measure_model(
+                self.client,
+                tag.name,
+                caps,
+                target.benchmark,
+                cloud=target.cloud,
+                allow_load=target.select == "all",
+                lag_probe=self.lag_probe,
+            )
+            if result is None:
+                continue  # select: loaded, and the model is not loaded
+            if not result.success:
+                first = result.first_error
+                log.info(
+                    "target %s: %s failed: %s",
+                    target.name,
+                    tag.name,
+                    first.error if first else "no good run",
+                )
+            bench = self.store.record(target.name, result, method)
+            await self.store.persist(target.name, tag.name, bench)
+        self.cycles += 1
+
+
+def _inventory(
+    tag: TagModel, show: ShowInfo | None, loaded: dict[str, int | None] | None
+) -> Inventory:
+    caps = tag.capabilities if tag.capabilities is not None else (show.capabilities if show else ())
+    parameters = show.parameter_count if show and show.parameter_count else None
+    if parameters is None:
+        parameters = parse_parameter_size(tag.parameter_size)
+    context = show.context_length if show and show.context_length else tag.context_length
+    is_loaded = None if loaded is None else tag.name in loaded
+    return Inventory(
+        family=tag.family,
+        parameter_size=tag.parameter_size,
+        quantization_level=tag.quantization_level,
+        format=tag.format,
+        parameters=parameters,
+        context_length=context,
+        size_bytes=tag.size,
+        modified_at=tag.modified_at.timestamp() if tag.modified_at else None,
+        capabilities=tuple(caps),
+        loaded=is_loaded,
+        vram_bytes=loaded.get(tag.name) if loaded is not None and is_loaded else None,
+    )
+
+
+class Scheduler:
+    """Owns the workers of the current settings; ``apply`` swaps them on reload."""
+
+    def __init__(self, store: Store, *, lag_probe: LoopLagProbe | None = None) -> None:
+        self.store = store
+        self.lag_probe = lag_probe
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.workers: dict[str, TargetWorker] = {}
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and all(not t.done() for t in self._tasks.values())
+
+    async def apply(self, settings: Settings) -> None:
+        """Install the targets; restart only the workers whose target settings changed."""
+        keep = {
+            t.name
+            for t in settings.targets
+            if t.name in self.workers
+            and self.workers[t.name].target == t
+            and not self._tasks[t.name].done()
+        }
+        for name in [n for n in self._tasks if n not in keep]:
+            await self._stop_one(name)
+        self.store.set_targets(target_state(t) for t in settings.targets)
+        for target in settings.targets:
+            if target.name in keep:
+                continue
+            worker = TargetWorker(target, self.store, lag_probe=self.lag_probe)
+            self.workers[target.name] = worker
+            self._tasks[target.name] = asyncio.create_task(
+                worker.run(), name=f"ometer-target-{target.name}"
+            )
+
+    async def _stop_one(self, name: str, grace: float = 3.0) -> None:
+        task = self._tasks.pop(name)
+        self.workers.pop(name, None)
+        task.cancel()
+        await asyncio.wait([task], timeout=grace)
+
+    async def stop(self, grace: float = 3.0) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        self._tasks.clear()
+        self.workers.clear()

@@ -1,0 +1,244 @@
+"""The running exporter: aiohttp routes over the store, lifecycle, reload and signals.
+
+Handlers only read ``store.snapshot``; they never talk to Ollama (no URL from a request is ever
+fetched) and heavy work (gzip, CSV/JSON of many rows) happens off the event loop or once per
+snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Final
+
+from aiohttp import web
+
+from ometer_exporter import __version__
+from ometer_exporter.collector import Exposition
+from ometer_exporter.config import ConfigError, Overrides, Settings, load_settings
+from ometer_exporter.export import ExportError, Query, rows, to_csv, to_json
+from ometer_exporter.measure import LoopLagProbe
+from ometer_exporter.scheduler import Scheduler, target_state
+from ometer_exporter.store import Snapshot, Store
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE: Final = 1.5  # seconds; SIGTERM must end the process within 5 s
+TEXT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+class Exporter:
+    """Settings, store, scheduler and exposition of one process; what the routes read."""
+
+    def __init__(self, settings: Settings, *, overrides: Overrides, env: Mapping[str, str]):
+        self.settings = settings
+        self.overrides = overrides
+        self.env = env
+        self.store = Store(settings.storage.path, retention=settings.storage.retention)
+        self.lag_probe = LoopLagProbe()
+        self.scheduler = Scheduler(self.store, lag_probe=self.lag_probe)
+        self.exposition = Exposition(loop_lag=self.lag_probe.worst_recent)
+        self.ready = False
+        self.started_at = time.time()
+        self._probe_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Restore stored results, then start the loop; ready from then on."""
+        self._probe_task = asyncio.create_task(self.lag_probe.run(), name="ometer-loop-lag")
+        self.store.set_targets(target_state(t) for t in self.settings.targets)
+        await self.store.restore()
+        await self.scheduler.apply(self.settings)
+        self.ready = True
+
+    async def reload(self) -> str | None:
+        """Re-read the configuration; a bad file keeps the old one. Returns the problem, if any."""
+        async with self._reload_lock:
+            try:
+                settings = await asyncio.to_thread(load_settings, self.overrides, self.env)
+            except ConfigError as exc:
+                log.error("configuration reload failed, keeping the old one: %s", exc)
+                self.store.set_config_reload(False)
+                return str(exc)
+            if settings.storage != self.settings.storage:
+                log.warning("storage settings change only on restart; keeping %s",
+                            self.settings.storage.path)  # fmt: skip
+            self.settings = settings
+            self.store.set_config_reload(True)
+            await self.scheduler.apply(settings)
+            log.info("configuration reloaded: %d target(s)", len(settings.targets))
+            return None
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.scheduler.stop(grace=SHUTDOWN_GRACE)
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        await self.store.close()
+
+
+EXPORTER: Final = web.AppKey("exporter", Exporter)
+
+
+def create_app(exporter: Exporter) -> web.Application:
+    app = web.Application()
+    app[EXPORTER] = exporter
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/export", export)
+    app.router.add_get("/", landing)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    return app
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    for part in request.headers.get("Accept-Encoding", "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+async def metrics(request: web.Request) -> web.Response:
+    exporter = request.app[EXPORTER]
+    openmetrics = "application/openmetrics-text" in request.headers.get("Accept", "")
+    gzip = _accepts_gzip(request)
+    body = await exporter.exposition.render(
+        exporter.store.snapshot, openmetrics=openmetrics, gzip=gzip
+    )
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
+    if gzip:
+        response.headers["Content-Encoding"] = "gzip"
+    response.headers["Vary"] = "Accept, Accept-Encoding"
+    return response
+
+
+async def export(request: web.Request) -> web.Response:
+    params: dict[str, list[str]] = {}
+    for key, value in request.query.items():
+        params.setdefault(key, []).append(value)
+    try:
+        query = Query.parse(params)
+    except ExportError as exc:
+        return web.Response(status=400, text=f"bad request: {exc}\n")
+    snapshot = request.app[EXPORTER].store.snapshot
+    items = rows(snapshot, query)
+    if query.format == "csv":
+        text = await asyncio.to_thread(to_csv, items)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return web.Response(
+            text=text,
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="ometer-{stamp}.csv"'},
+        )
+    text = await asyncio.to_thread(to_json, items)
+    return web.Response(text=text, content_type="application/json", charset="utf-8")
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy.\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    if request.app[EXPORTER].ready:
+        return web.Response(text="Ready.\n")
+    return web.Response(status=503, text="Not ready: restoring results or starting the loop.\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    problem = await request.app[EXPORTER].reload()
+    if problem is not None:
+        return web.Response(status=500, text=f"reload failed, old configuration kept:\n{problem}\n")
+    return web.Response(text="Reloaded.\n")
+
+
+async def landing(request: web.Request) -> web.Response:
+    exporter = request.app[EXPORTER]
+    return web.Response(
+        text=render_landing(exporter.store.snapshot), content_type="text/html", charset="utf-8"
+    )
+
+
+def render_landing(snapshot: Snapshot) -> str:
+    e = html.escape
+    targets = "".join(
+        f"<tr><td>{e(t.name)}</td><td>{'up' if t.up else 'down' if t.up is False else '…'}</td>"
+        f"<td>{e(t.version or '')}</td><td>{e(_ago(t.last_cycle_started))}</td>"
+        f"<td>{e(t.error or '')}</td></tr>"
+        for t in snapshot.targets.values()
+    )
+    result_rows = "".join(
+        f"<tr><td>{e(r['target'])}</td><td>{e(r['model'])}</td><td>{e(r['size'] or '')}</td>"
+        f"<td>{_num(r['ttft'], 3)}</td><td>{_num(r['tps'], 1)}</td>"
+        f"<td>{e(r['error'] or '')}</td></tr>"
+        for r in rows(snapshot, Query(sort="ttft"))
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ometer-exporter</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+</head><body>
+<h1>ometer-exporter {e(__version__)}</h1>
+<p><a href="/metrics">Metrics</a> · <a href="/export?format=json">Export JSON</a> ·
+<a href="/export?format=csv">Export CSV</a></p>
+<h2>Targets</h2>
+<table><thead><tr><th>Target</th><th>State</th><th>Ollama</th><th>Last cycle</th>
+<th>Error</th></tr></thead><tbody>{targets}</tbody></table>
+<h2>Leaderboard</h2>
+<table><thead><tr><th>Target</th><th>Model</th><th>Size</th><th>TTFT (s)</th><th>TPS</th>
+<th>Error</th></tr></thead><tbody>{result_rows}</tbody></table>
+</body></html>
+"""
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def parse_listen_address(address: str) -> tuple[str | None, int]:
+    """``:9877`` -> (None, 9877) (all interfaces); ``[::1]:9877`` -> ("::1", 9877)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+async def serve(
+    settings: Settings, *, overrides: Overrides, env: Mapping[str, str]
+) -> None:  # pragma: no cover - exercised by the subprocess tests
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
+    exporter = Exporter(settings, overrides=overrides, env=env)
+    app = create_app(exporter)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE, access_log=None)
+    await runner.setup()
+    host, port = parse_listen_address(settings.listen_address)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE)
+    await site.start()
+    for address in runner.addresses:
+        log.info("listening on %s:%s", address[0], address[1])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(exporter.reload()))
+    try:
+        await exporter.start()
+        log.info("ready: %d target(s)", len(settings.targets))
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await exporter.stop()
+        await runner.cleanup()
