@@ -413,6 +413,8 @@ def _escape(value: str) -> str:
 
 
 def _line(sample_name: str, spec: Spec, labels: tuple[str, ...], value: float) -> str:
+    if not spec.labels:
+        return f"{sample_name} {_fmt(value)}\n"
     pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(spec.labels, labels, strict=True))
     return f"{sample_name}{{{pairs}}} {_fmt(value)}\n"
 

@@ -125,3 +125,50 @@ def test_log_format_flag_is_validated(capsys, fmt) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--log.format", "xml"], env={})
     assert info.value.code == 2
+
+
+async def test_sighup_reloads_the_config_file(emulator_factory, tmp_path) -> None:
+    emu = await emulator_factory([chat_model("llama3.2:latest")])
+    port = free_port()
+    path = tmp_path / "c.yaml"
+    base = f"targets:\n  - name: local\n    url: {emu.url}\nbenchmark:\n  num_predict: 32\n"
+    path.write_text(base)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ometer_exporter", "--config.file", str(path),
+        "--web.listen-address", f"127.0.0.1:{port}", "--storage.path", str(tmp_path / "d"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    started = time.monotonic()
+
+    async def config_line(http: httpx.AsyncClient) -> str:
+        try:
+            text = (await http.get("/metrics")).text
+        except httpx.TransportError:
+            return ""
+        return next((ln for ln in text.splitlines() if ln.startswith("ometer_benchmark_config_")),
+                    "")  # fmt: skip
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            while 'num_predict="32"' not in await config_line(http):
+                assert time.monotonic() - started < 10, "the exporter never answered"
+                await asyncio.sleep(0.02)
+            path.write_text(base.replace("32", "64"))
+            process.send_signal(signal.SIGHUP)
+            while 'num_predict="64"' not in await config_line(http):
+                assert time.monotonic() - started < 15, "SIGHUP did not reload"
+                await asyncio.sleep(0.02)
+            path.write_text("targets: [oops")
+            process.send_signal(signal.SIGHUP)
+            while "ometer_config_last_reload_successful 0" not in (await http.get("/metrics")).text:
+                assert time.monotonic() - started < 20, "a bad reload was not reported"
+                await asyncio.sleep(0.02)
+            assert 'num_predict="64"' in await config_line(http)  # old config kept
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), timeout=5)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = (await process.stderr.read()).decode()  # type: ignore[union-attr]
+    assert "configuration reload failed, keeping the old one" in log

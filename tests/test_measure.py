@@ -275,3 +275,17 @@ async def test_dns_failure_is_connect() -> None:
     async with OllamaClient("http://no-such-host.invalid:11434") as client:
         result = await measure_model(client, "llama3.2:latest", ["completion"], SETTINGS)
     assert result is not None and result.errors == {ErrorType.CONNECT: 1}
+
+
+async def test_cloud_target_has_no_warmup_and_no_ps(emulator_factory) -> None:
+    model = chat_model("gpt-oss:120b", load_seconds=5.0)
+    emu = await emulator_factory([model], cloud=True, api_key="sk-cloud")
+    async with OllamaClient(emu.url, api_key="sk-cloud") as client:
+        result = await measure_model(
+            client, "gpt-oss:120b", model.capabilities, SETTINGS, cloud=True
+        )
+    assert result is not None and result.success
+    assert result.warmup is None and result.load_duration is None
+    assert emu.records_for("/api/ps") == []
+    assert len(emu.records_for("/api/chat")) == 3
+    assert all("keep_alive" not in r.body for r in emu.records_for("/api/chat"))
