@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import secrets
 import statistics
 import time
@@ -38,13 +40,20 @@ from ometer_exporter.ollama import (
     EmbedResponse,
     ErrorType,
     OllamaClient,
+    OllamaConnectError,
     OllamaError,
+    OllamaRateLimited,
     canonical_name,
 )
+
+log = logging.getLogger(__name__)
 
 RELOAD_THRESHOLD: Final = 0.1  # seconds of load_duration that mean "the runner was (re)loaded"
 SHORT_OUTPUT_TOKENS: Final = 8
 LOOP_LAG_LIMIT: Final = 0.010  # a run that saw the event loop stall longer is not trusted
+MAX_RETRIES: Final = 2
+RETRY_BASE: Final = 1.0  # seconds before the first retry without Retry-After
+MAX_RETRY_AFTER: Final = 60.0  # a longer Retry-After fails the run instead of stalling the cycle
 _NS: Final = 1e-9
 
 Kind = Literal["chat", "embedding"]
@@ -66,6 +75,11 @@ class RunResult:
     done: DoneFields = field(default_factory=DoneFields)
     discarded: tuple[DiscardReason, ...] = ()
     loop_lag: float = 0.0
+    # Errors of attempts that were retried before this result (503, connection refused).
+    retried: tuple[ErrorType, ...] = ()
+    # Ollama Cloud's session/weekly usage window is exhausted: wait, don't retry.
+    usage_limit: bool = False
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -229,9 +243,20 @@ class ModelResult:
     def errors(self) -> dict[ErrorType, int]:
         counts: dict[ErrorType, int] = {}
         for r in self._all_runs():
-            if r.error_type is not None:
-                counts[r.error_type] = counts.get(r.error_type, 0) + 1
+            for error_type in (*r.retried, r.error_type):
+                if error_type is not None:
+                    counts[error_type] = counts.get(error_type, 0) + 1
         return counts
+
+    @property
+    def requests(self) -> int:
+        """Requests sent for this cycle's runs, warmup and retries included."""
+        return sum(1 + len(r.retried) for r in self._all_runs())
+
+    @property
+    def usage_limited(self) -> RunResult | None:
+        """The run that hit a cloud usage limit, if any: the target must wait for the window."""
+        return next((r for r in self._all_runs() if r.usage_limit), None)
 
     @property
     def discarded(self) -> dict[DiscardReason, int]:
@@ -321,6 +346,8 @@ async def measure_model(
     unload = loaded_by_us and settings.unload_after
     runs: list[RunResult] = []
     for index in range(settings.runs):
+        if runs and runs[-1].usage_limit:
+            break  # the cloud said stop: more requests would only be refused
         last = index == settings.runs - 1
         runs.append(
             await bench.run(
@@ -377,27 +404,20 @@ class _Bench:
         self, *, warmup: bool, keep_alive: float | None, index: int, detect_reload: bool = True
     ) -> RunResult:
         probe_start = time.perf_counter()
-        try:
-            if self.kind == "embedding":
-                result = _from_embed(
-                    await self.client.embed(
-                        self.model, [self.prompt(index)], keep_alive=keep_alive
-                    ),
-                    warmup=warmup,
-                )
-            else:
-                result = _from_chat(
-                    await self.client.chat(
-                        self.model,
-                        [{"role": "user", "content": self.prompt(index)}],
-                        options=self.options(warmup=warmup),
-                        think=self.think,
-                        keep_alive=keep_alive,
-                    ),
-                    warmup=warmup,
-                )
-        except OllamaError as exc:
-            return _failed(exc, warmup=warmup)
+        retried: list[ErrorType] = []
+        while True:
+            try:
+                result = await self._request(warmup=warmup, keep_alive=keep_alive, index=index)
+                break
+            except OllamaError as exc:
+                delay = _retry_delay(exc, len(retried))
+                if delay is None:
+                    return replace(_failed(exc, warmup=warmup), retried=tuple(retried))
+                retried.append(exc.error_type)
+                log.info("retrying %s in %.1fs after: %s", self.model, delay, exc)
+                await asyncio.sleep(delay)
+                probe_start = time.perf_counter()
+        result = replace(result, retried=tuple(retried))
         if warmup:
             return result
         reasons: list[DiscardReason] = []
@@ -411,6 +431,36 @@ class _Bench:
         if self.kind == "chat" and (eval_count or 0) < SHORT_OUTPUT_TOKENS:
             reasons.append("short")
         return replace(result, discarded=tuple(reasons), loop_lag=lag)
+
+    async def _request(self, *, warmup: bool, keep_alive: float | None, index: int) -> RunResult:
+        if self.kind == "embedding":
+            embedded = await self.client.embed(
+                self.model, [self.prompt(index)], keep_alive=keep_alive
+            )
+            return _from_embed(embedded, warmup=warmup)
+        stream = await self.client.chat(
+            self.model,
+            [{"role": "user", "content": self.prompt(index)}],
+            options=self.options(warmup=warmup),
+            think=self.think,
+            keep_alive=keep_alive,
+        )
+        return _from_chat(stream, warmup=warmup)
+
+
+def _retry_delay(exc: OllamaError, attempt: int) -> float | None:
+    """Seconds before retrying a failed request, or None when it must not be retried.
+
+    Only what is safe to repeat: a 503 (server busy/overloaded) and a refused connection.
+    ``Retry-After`` is honoured when given; otherwise exponential backoff with jitter.
+    """
+    if attempt >= MAX_RETRIES:
+        return None
+    if not (exc.status == 503 or isinstance(exc, OllamaConnectError)):
+        return None
+    if exc.retry_after is not None:
+        return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER else None
+    return float(RETRY_BASE * 2**attempt * random.uniform(0.5, 1.5))
 
 
 def _from_chat(stream: ChatStream, *, warmup: bool) -> RunResult:
@@ -432,7 +482,13 @@ def _from_embed(response: EmbedResponse, *, warmup: bool) -> RunResult:
 
 
 def _failed(exc: OllamaError, *, warmup: bool) -> RunResult:
-    return RunResult(warmup=warmup, error_type=exc.error_type, error=exc.message)
+    return RunResult(
+        warmup=warmup,
+        error_type=exc.error_type,
+        error=exc.message,
+        usage_limit=isinstance(exc, OllamaRateLimited) and exc.usage_limit,
+        retry_after=exc.retry_after,
+    )
 
 
 def _span(start: float | None, end: float | None) -> float | None:

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 _Step = Callable[[], Awaitable[object]]
 
 PS_POLL_INTERVAL: Final = 15.0
+# No Retry-After comes with Ollama Cloud's usage-limit 429: its session window is hours long.
+USAGE_LIMIT_PAUSE: Final = 3600.0
 BACKOFF_START: Final = 5.0
 BACKOFF_MAX: Final = 300.0
 
@@ -99,6 +101,8 @@ class TargetWorker:
         )
         self._show_cache: dict[tuple[str, str], ShowInfo | None] = {}
         self.cycles = 0
+        self.hold: float | None = None  # a minimum delay before the next cycle (usage limit)
+        self.next_delay: float | None = None  # the delay chosen after the last cycle
 
     async def run(self) -> None:
         name = self.target.name
@@ -123,6 +127,9 @@ class TargetWorker:
                 else:
                     failures += 1
                     delay = self._backoff(failures)
+                if self.hold is not None:
+                    delay, self.hold = max(delay, self.hold), None
+                self.next_delay = delay
                 await self._wait(delay)
         finally:
             await self.client.aclose()
@@ -233,6 +240,16 @@ class TargetWorker:
                 )
             bench = self.store.record(target.name, result, method)
             await self.store.persist(target.name, tag.name, bench)
+            limited = result.usage_limited
+            if limited is not None:
+                # Ollama Cloud's usage window is spent: every further request would be refused
+                # and billed against the next window. Wait for it instead of retrying.
+                self.hold = max(limited.retry_after or 0.0, USAGE_LIMIT_PAUSE)
+                log.warning(
+                    "target %s: usage limit reached (%s); next cycle in %.0fs",
+                    target.name, limited.error, self.hold,
+                )  # fmt: skip
+                break
         self.cycles += 1
 
 

@@ -173,7 +173,7 @@ class Counters:
     def add(self, result: ModelResult) -> Counters:
         good = result.good_runs
         return Counters(
-            runs=self.runs + len(result.runs) + (1 if result.warmup else 0),
+            runs=self.runs + result.requests,
             output_tokens=self.output_tokens + result.output_tokens,
             prompt_tokens=self.prompt_tokens + result.prompt_tokens,
             errors=_merge(self.errors, {k.value: v for k, v in result.errors.items()}),

@@ -354,3 +354,30 @@ async def test_the_loop_survives_a_bug(emulator_factory, start_exporter, monkeyp
     m = await running.metrics()
     assert sample(m, "ometer_benchmark_loop_errors_total", target="local") == 1
     assert sample(m, "ometer_benchmark_success", target="local", model=LLAMA) == 1
+
+
+async def test_usage_limit_waits_for_the_window(emulator_factory, start_exporter) -> None:
+    from ollama_emulator import Fault
+
+    emu = await emulator_factory(
+        [chat_model("gpt-oss:120b"), chat_model("gemma4:31b")], cloud=True, api_key="sk-test"
+    )
+    emu.add_fault("gpt-oss:120b", Fault(kind="status", status=429, times=-1))
+    emu.add_fault("gemma4:31b", Fault(kind="status", status=429, times=-1))
+    yaml_text = f"""
+benchmark: {{interval: 100ms, jitter: 0%, runs: 2}}
+targets:
+  - name: cloud
+    url: {emu.url}
+    cloud: true
+    api_key_env: KEY
+    select: all
+"""
+    running = await start_exporter(yaml_text, env={"KEY": "sk-test"})
+    await running.cycles("cloud", 1)
+    worker = running.exporter.scheduler.workers["cloud"]
+    assert worker.next_delay is not None and worker.next_delay >= 3600
+    assert len(emu.records_for("/api/chat")) == 1  # the cycle stopped at the first 429
+    rows = (await running.http.get("/export")).json()
+    limited = [r for r in rows if r["error_type"] == "rate_limited"]
+    assert len(limited) == 1 and "usage limit" in limited[0]["error"]
