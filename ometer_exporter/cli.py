@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from ometer_exporter import __version__
 from ometer_exporter.config import ConfigError, Overrides, describe, load_settings
+from ometer_exporter.webconfig import load_web_config
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     )
     try:
         settings = load_settings(overrides, environ)
+        load_web_config(settings.web_config_file)
     except ConfigError as exc:
         print(f"ometer-exporter: {exc}", file=sys.stderr)
         return 2

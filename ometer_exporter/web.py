@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -25,6 +26,7 @@ from ometer_exporter.export import ExportError, Query, rows, to_csv, to_json
 from ometer_exporter.measure import LoopLagProbe
 from ometer_exporter.scheduler import Scheduler, target_state
 from ometer_exporter.store import Snapshot, Store
+from ometer_exporter.webconfig import BasicAuth, WebConfig, load_web_config, middleware
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class Exporter:
         self.lag_probe = LoopLagProbe()
         self.scheduler = Scheduler(self.store, lag_probe=self.lag_probe)
         self.exposition = Exposition(loop_lag=self.lag_probe.worst_recent)
+        self.web_config = load_web_config(settings.web_config_file)
+        self.auth = BasicAuth(self.web_config.users) if self.web_config.users else None
         self.ready = False
         self.started_at = time.time()
         self._probe_task: asyncio.Task[None] | None = None
@@ -62,6 +66,7 @@ class Exporter:
         async with self._reload_lock:
             try:
                 settings = await asyncio.to_thread(load_settings, self.overrides, self.env)
+                web_config = await asyncio.to_thread(load_web_config, settings.web_config_file)
             except ConfigError as exc:
                 log.error("configuration reload failed, keeping the old one: %s", exc)
                 self.store.set_config_reload(False)
@@ -70,10 +75,22 @@ class Exporter:
                 log.warning("storage settings change only on restart; keeping %s",
                             self.settings.storage.path)  # fmt: skip
             self.settings = settings
+            self._apply_web_config(web_config)
             self.store.set_config_reload(True)
             await self.scheduler.apply(settings)
             log.info("configuration reloaded: %d target(s)", len(settings.targets))
             return None
+
+    def _apply_web_config(self, new: WebConfig) -> None:
+        """Users and headers apply at once; certificates from the next TLS handshake on."""
+        if self.web_config.ssl_context is not None and new.cert_files is not None:
+            self.web_config.ssl_context.load_cert_chain(*new.cert_files)
+            new = replace(new, ssl_context=self.web_config.ssl_context)
+        elif (self.web_config.ssl_context is None) != (new.ssl_context is None):
+            log.warning("turning TLS on or off needs a restart; keeping the current setting")
+            new = replace(new, ssl_context=self.web_config.ssl_context)
+        self.web_config = new
+        self.auth = BasicAuth(new.users) if new.users else None
 
     async def stop(self) -> None:
         self.ready = False
@@ -87,7 +104,9 @@ EXPORTER: Final = web.AppKey("exporter", Exporter)
 
 
 def create_app(exporter: Exporter) -> web.Application:
-    app = web.Application()
+    app = web.Application(
+        middlewares=[middleware(lambda: exporter.web_config, lambda: exporter.auth)]
+    )
     app[EXPORTER] = exporter
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/export", export)
@@ -225,7 +244,13 @@ async def serve(
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE, access_log=None)
     await runner.setup()
     host, port = parse_listen_address(settings.listen_address)
-    site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE)
+    site = web.TCPSite(
+        runner,
+        host,
+        port,
+        shutdown_timeout=SHUTDOWN_GRACE,
+        ssl_context=exporter.web_config.ssl_context,
+    )
     await site.start()
     for address in runner.addresses:
         log.info("listening on %s:%s", address[0], address[1])

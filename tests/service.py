@@ -78,24 +78,32 @@ async def start_exporter(tmp_path: Path) -> AsyncIterator[Start]:
     running: list[Running] = []
 
     async def start(
-        yaml_text: str, *, storage: Path | None = None, env: dict[str, str] | None = None
+        yaml_text: str,
+        *,
+        storage: Path | None = None,
+        env: dict[str, str] | None = None,
+        web_config: Path | None = None,
+        verify: object = True,
     ) -> Running:
         config = tmp_path / f"config-{len(running)}.yaml"
         config.write_text(yaml_text)
         overrides = Overrides(
-            config_file=str(config), storage_path=str(storage or tmp_path / "data")
+            config_file=str(config),
+            storage_path=str(storage or tmp_path / "data"),
+            web_config_file=str(web_config) if web_config else None,
         )
         environ = env or {}
         settings = load_settings(overrides, environ)
         exporter = Exporter(settings, overrides=overrides, env=environ)
         runner = web.AppRunner(create_app(exporter))
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        tls = exporter.web_config.ssl_context
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}"
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         await exporter.start()
-        http = httpx.AsyncClient(base_url=url, timeout=10)
+        http = httpx.AsyncClient(base_url=url, timeout=10, verify=verify)  # type: ignore[arg-type]
         result = Running(exporter, url, http, config, runner)
         running.append(result)
         return result
