@@ -597,7 +597,13 @@ def _read_file(checker: _Checker, path: str, origin: str) -> dict[str, object]:
     except UnicodeDecodeError:
         checker.add(origin, f"config file {_show_path(path)} is not UTF-8 text")
         return {}
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # the reader rejects control characters right here
+    except yaml.reader.ReaderError as error:
+        checker.add(origin, f"config file {_show_path(path)} has a control character "
+                            f"(#x{error.character:04x}) at position {error.position}; "
+                            "allowed: printable text")  # fmt: skip
+        return {}
     try:
         document = loader.get_single_data()
     except yaml.MarkedYAMLError as error:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from ollama_emulator import EmulatedModel, EmulatorFactory, OllamaEmulator, default_models
 from service import start_exporter  # noqa: F401  (fixture: the exporter in-process)
 
@@ -27,3 +29,9 @@ async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
     yield make
     for emu in reversed(created):
         await emu.close()
+
+
+# Property tests: a bounded profile keeps CI fast; HYPOTHESIS_PROFILE=thorough digs deeper.
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=False)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
