@@ -60,3 +60,61 @@ async def test_unwritable_storage_keeps_serving_from_memory(tmp_path, caplog) ->
     assert "kept in memory only" in caplog.text
     await store.restore()
     await store.close()
+
+
+async def test_corrupt_database_is_left_alone_and_memory_serves(tmp_path, caplog) -> None:
+    db = tmp_path / "ometer.sqlite3"
+    garbage = b"this is not an SQLite database" * 100
+    db.write_bytes(garbage)
+    store = Store(tmp_path)
+    store.set_targets([target()])
+    await store.restore()  # warns, restores nothing
+    assert "unusable" in caplog.text and "kept in memory only" in caplog.text
+    bench = entry("local", "m:latest").benchmark
+    assert bench is not None
+    await store.persist("local", "m:latest", bench)
+    await store.close()
+    assert db.read_bytes() == garbage  # the user's file is not overwritten
+
+
+def test_full_disk_logs_and_keeps_results_in_memory(tmp_path) -> None:
+    """A real write failure: the file-size limit (RLIMIT_FSIZE) makes the disk 'full'."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import asyncio, dataclasses, logging, resource, sys
+        sys.path.insert(0, "tests")
+        from factories import entry
+        from ometer_exporter.store import Method, Store, TargetState
+        logging.basicConfig(level=logging.WARNING)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+        async def main():
+            store = Store(sys.argv[1])
+            store.set_targets([TargetState("local", False, 600.0, Method("default", 128, "auto"))])
+            bench = entry("local", "m:latest").benchmark
+            for i in range(200):
+                at = bench.finished_at + i
+                big = dataclasses.replace(bench, error="x" * 2000, finished_at=at)
+                await store.persist("local", f"m{i}:latest", big)
+            await store.close()
+            print("finished", len(store.snapshot.targets))
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, cwd=os.getcwd())  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "finished 1" in done.stdout
+    assert "could not store the result" in done.stderr
+    assert "of m199:latest" in done.stderr  # every later write was tried, none crashed
+    assert any(text in done.stderr for text in ("disk I/O error", "database or disk is full"))
+    # What was written before the disk filled up is intact.
+    with sqlite3.connect(tmp_path / "ometer.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= 5
