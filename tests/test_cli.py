@@ -172,3 +172,41 @@ async def test_sighup_reloads_the_config_file(emulator_factory, tmp_path) -> Non
             await process.wait()
     log = (await process.stderr.read()).decode()  # type: ignore[union-attr]
     assert "configuration reload failed, keeping the old one" in log
+
+
+async def test_sigterm_during_a_benchmark(emulator_factory, tmp_path) -> None:
+    fast = chat_model("aaa-fast:latest", decode_tokens_per_second=500.0, output_tokens=20)
+    slow = chat_model("zzz-slow:latest", decode_tokens_per_second=4.0, output_tokens=400)
+    emu = await emulator_factory([fast, slow])
+    emu.preload("aaa-fast:latest")
+    emu.preload("zzz-slow:latest")
+    port = free_port()
+    path = tmp_path / "c.yaml"
+    target = f"targets:\n  - name: local\n    url: {emu.url}\n    include: [aaa-fast, zzz-slow]\n"
+    path.write_text(target + "benchmark:\n  num_predict: 400\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ometer_exporter", "--config.file", str(path),
+        "--web.listen-address", f"127.0.0.1:{port}", "--storage.path", str(tmp_path / "d"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    started = time.monotonic()
+    try:
+        # Wait until the slow model's run is streaming: mid-benchmark.
+        while not [r for r in emu.records_for("/api/chat", "zzz-slow:latest")
+                   if r.first_chunk is not None]:  # fmt: skip
+            assert time.monotonic() - started < 20, "the slow run never started"
+            assert process.returncode is None
+            await asyncio.sleep(0.02)
+        t0 = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), timeout=5)
+        stopped = time.monotonic() - t0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert stopped < 5
+    with sqlite3.connect(tmp_path / "d" / "ometer.sqlite3") as db:
+        stored = [m for (m,) in db.execute("SELECT model FROM results")]
+    assert stored == ["aaa-fast:latest"]  # the finished model persisted; the cut run is not
