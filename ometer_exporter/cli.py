@@ -1,7 +1,8 @@
-"""Command line: ``serve`` (the default) runs the exporter; ``--config.check`` validates.
+"""Command line: ``serve`` (the default) runs the exporter; ``--config.check`` validates;
+``bench`` runs one benchmark cycle in the terminal with OMeter's flags (see ``bench.py``).
 
 Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``). Exit codes:
-0 ok, 2 bad configuration or usage.
+0 ok, 2 bad configuration or usage (``bench``: also 1 when nothing matched or was reachable).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prometheus exporter that continuously benchmarks Ollama models: "
         "time to first token, tokens/s, prefill rate and load time per model.",
         epilog="With no configuration file it benchmarks the models loaded on "
-        "http://localhost:11434 (OLLAMA_LOCAL_BASE_URL or OLLAMA_HOST override it).",
+        "http://localhost:11434 (OLLAMA_LOCAL_BASE_URL or OLLAMA_HOST override it). "
+        "`ometer-exporter bench --help`: one benchmark cycle in the terminal (OMeter mode).",
     )
-    parser.add_argument("command", nargs="?", choices=("serve",), default="serve",
-                        help="serve (default): run the exporter")  # fmt: skip
+    parser.add_argument("command", nargs="?", choices=("serve", "bench"), default="serve",
+                        help="serve (default): run the exporter; bench: one cycle in the "
+                        "terminal (give it first, then its flags)")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"ometer-exporter {__version__}")
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
                         help="YAML configuration file (env OMETER_CONFIG_FILE)")  # fmt: skip
@@ -83,8 +86,21 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     environ = dict(os.environ if env is None else env)
+    if argv[:1] == ["bench"]:
+        from ometer_exporter.bench import EXIT_INTERRUPTED
+        from ometer_exporter.bench import main as bench
+
+        try:
+            return bench(argv[1:], environ)
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        parser.error("give bench first: ometer-exporter bench [flags] (see bench --help)")
     overrides = Overrides(
         config_file=args.config_file,
         listen_address=args.listen_address,

@@ -8,7 +8,6 @@ snapshot.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import signal
 import time
@@ -19,7 +18,7 @@ from typing import Final
 
 from aiohttp import web
 
-from ometer_exporter import __version__
+from ometer_exporter import __version__, page
 from ometer_exporter.collector import Exposition
 from ometer_exporter.config import ConfigError, Overrides, Settings, load_settings
 from ometer_exporter.export import ExportError, Query, rows, to_csv, to_json
@@ -181,51 +180,22 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def landing(request: web.Request) -> web.Response:
-    exporter = request.app[EXPORTER]
+    snapshot = request.app[EXPORTER].store.snapshot
+    text = await asyncio.to_thread(render_landing, snapshot)  # a big table: off the loop
     return web.Response(
-        text=render_landing(exporter.store.snapshot), content_type="text/html", charset="utf-8"
+        text=text,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": page.CONTENT_SECURITY_POLICY,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 
 def render_landing(snapshot: Snapshot) -> str:
-    e = html.escape
-    targets = "".join(
-        f"<tr><td>{e(t.name)}</td><td>{'up' if t.up else 'down' if t.up is False else '…'}</td>"
-        f"<td>{e(t.version or '')}</td><td>{e(_ago(t.last_cycle_started))}</td>"
-        f"<td>{e(t.error or '')}</td></tr>"
-        for t in snapshot.targets.values()
-    )
-    result_rows = "".join(
-        f"<tr><td>{e(r['target'])}</td><td>{e(r['model'])}</td><td>{e(r['size'] or '')}</td>"
-        f"<td>{_num(r['ttft'], 3)}</td><td>{_num(r['tps'], 1)}</td>"
-        f"<td>{e(r['error'] or '')}</td></tr>"
-        for r in rows(snapshot, Query(sort="ttft"))
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ometer-exporter</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-</head><body>
-<h1>ometer-exporter {e(__version__)}</h1>
-<p><a href="/metrics">Metrics</a> · <a href="/export?format=json">Export JSON</a> ·
-<a href="/export?format=csv">Export CSV</a></p>
-<h2>Targets</h2>
-<table><thead><tr><th>Target</th><th>State</th><th>Ollama</th><th>Last cycle</th>
-<th>Error</th></tr></thead><tbody>{targets}</tbody></table>
-<h2>Leaderboard</h2>
-<table><thead><tr><th>Target</th><th>Model</th><th>Size</th><th>TTFT (s)</th><th>TPS</th>
-<th>Error</th></tr></thead><tbody>{result_rows}</tbody></table>
-</body></html>
-"""
-
-
-def _num(value: float | None, digits: int) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
-def _ago(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return page.render(snapshot, version=__version__)
 
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:

@@ -1,0 +1,120 @@
+"""The landing page's HTML (without a browser): escaping, CSP hashes, ranks from export's sort."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import re
+from html.parser import HTMLParser
+
+from factories import entry, snapshot
+
+from ometer_exporter import __version__, export, page
+from ometer_exporter.store import ModelEntry
+
+EVIL = "<img src=x onerror=alert(1)>\"'&:latest"
+
+
+def render_snapshot():
+    bad = entry("local", "gemma3:4b")
+    assert bad.benchmark is not None
+    failed = dataclasses.replace(bad.benchmark, success=False,
+                                 error="<script>alert('x')</script> runner died")  # fmt: skip
+    snap = snapshot(
+        [
+            entry("local", "llama3.2:latest", ttft=0.2, tps=90.0),
+            entry("local", "llama3.2:1b", ttft=0.1, tps=150.0, size=1_300_000_000),
+            entry("gpu<b>", EVIL, ttft=0.4, tps=40.0),
+            dataclasses.replace(bad, benchmark=failed),
+            ModelEntry("local", "unmeasured:latest"),
+        ]
+    )
+    targets = dict(snap.targets)
+    targets["gpu<b>"] = dataclasses.replace(targets["gpu<b>"], version="<i>0.1</i>", up=False,
+                                            error="<svg onload=alert(2)>")  # fmt: skip
+    return dataclasses.replace(snap, targets=targets)
+
+
+class Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.rows: list[dict[str, str | None]] = []
+        self.scripts: list[str] = []
+        self.styles: list[str] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "tr" and dict(attrs).get("data-target") is not None:
+            self.rows.append(dict(attrs))
+        self._in = tag if tag in ("script", "style") else None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "script":
+            self.scripts.append(data)
+        elif self._in == "style":
+            self.styles.append(data)
+
+
+def parsed(text: str) -> Elements:
+    elements = Elements()
+    elements.feed(text)
+    return elements
+
+
+def test_untrusted_text_is_escaped() -> None:
+    text = page.render(render_snapshot(), version=__version__)
+    elements = parsed(text)
+    assert "img" not in elements.tags and "svg" not in elements.tags and "i" not in elements.tags
+    assert elements.tags.count("script") == 1  # only the page's own
+    assert "&lt;img src=x onerror=alert(1)&gt;&quot;&#x27;&amp;:latest" in text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; runner died" in text
+    assert "&lt;svg onload=alert(2)&gt;" in text and "&lt;i&gt;0.1&lt;/i&gt;" in text
+    evil_row = next(r for r in elements.rows if r["data-model"] == EVIL)
+    assert evil_row["data-target"] == "gpu<b>"  # attributes round-trip exactly
+
+
+def test_csp_allows_exactly_the_inline_script_and_style() -> None:
+    elements = parsed(page.render(render_snapshot(), version=__version__))
+
+    def digest(text: str) -> str:
+        return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+    csp = page.CONTENT_SECURITY_POLICY
+    assert f"script-src 'sha256-{digest(elements.scripts[0])}'" in csp
+    assert f"style-src 'sha256-{digest(elements.styles[0])}'" in csp
+    assert "default-src 'none'" in csp and "unsafe-inline" not in csp
+
+
+def test_row_ranks_are_exports_sort_orders() -> None:
+    snap = render_snapshot()
+    elements = parsed(page.render(snap, version=__version__))
+    rows = [r for r in export.rows(snap, export.Query()) if r["kind"] == "chat"]
+    for key in export.SORT_KEYS:
+        for reverse in (False, True):
+            attr = f"data-r-{key}{'-rev' if reverse else ''}"
+            by_rank = [
+                r["data-model"] for r in sorted(elements.rows, key=lambda r: int(r[attr] or -1))
+            ]
+            expected = [r["model"] for r in export.sort_rows(rows, key, reverse=reverse)]
+            assert by_rank == expected, attr
+    # Served in the default order (tokens/s, best first), so it reads right without script.
+    shown = [r["data-model"] for r in elements.rows]
+    assert shown == [r["model"] for r in export.sort_rows(rows, page.DEFAULT_SORT)]
+
+
+def test_grades_and_failures_are_classes() -> None:
+    text = page.render(render_snapshot(), version=__version__)
+    llama_1b = re.search(r'data-model="llama3.2:1b".*?</tr>', text, re.S)
+    assert llama_1b is not None
+    assert 'class="num metric good"><span>0.100 s</span>' in llama_1b[0]
+    gemma = re.search(r'data-model="gemma3:4b".*?</tr>', text, re.S)
+    assert gemma is not None and 'class="num metric poor"' in gemma[0]
+
+
+def test_empty_store() -> None:
+    text = page.render(snapshot([]), version=__version__)
+    assert "No results yet" in text and 'id="no-rows" class="empty">' in text
+    assert f"v{__version__}" in text

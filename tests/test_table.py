@@ -1,0 +1,127 @@
+"""The terminal table: OMeter's colour thresholds (exact ANSI codes), states, trends, safety."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from factories import entry
+
+from ometer_exporter import export, table
+from ometer_exporter.store import ModelEntry
+
+GREEN, ORANGE, RED, DIM, BOLD, RESET = (
+    "\x1b[32m", "\x1b[38;5;208m", "\x1b[31m", "\x1b[2m", "\x1b[1m", "\x1b[0m",
+)  # fmt: skip
+
+
+def three(*, verbose: bool = False) -> list[export.Row]:
+    return [
+        export.row(entry("local", "llama3.2:1b", ttft=0.1, tps=150.0, size=1_300_000_000,
+                         runs=2), verbose=verbose),
+        export.row(entry("local", "llama3.2:latest", ttft=0.2, tps=100.0, runs=2),
+                   verbose=verbose),
+        export.row(entry("local", "qwen3:8b", ttft=0.3, tps=50.0, size=5_200_000_000, runs=2),
+                   verbose=verbose),
+    ]  # fmt: skip
+
+
+def test_colours_for_known_values_exact_ansi() -> None:
+    # TTFT 0.1/0.2/0.3: p33 = 0.166, p66 = 0.232, lower is better.
+    # TPS 150/100/50: p33 = 83, p66 = 116, higher is better.
+    text = table.render(three(), table.Layout(), color=True)
+    assert text.split("\n") == [
+        f"{BOLD}Model{RESET}              {BOLD}Size{RESET}  {BOLD}Context{RESET}  "
+        f"{BOLD}Quant{RESET}   {BOLD}Capabilities{RESET}          {BOLD}TTFT{RESET}    "
+        f"{BOLD}TPS{RESET}",
+        "───────────────  ──────  ───────  ──────  ─────────────────  ───────  ─────",
+        f"llama3.2:1b      1.3 GB   131072  Q4_K_M  completion, tools  "
+        f"{GREEN}0.100 s{RESET}  {GREEN}150.0{RESET}",
+        f"llama3.2:latest  2.0 GB   131072  Q4_K_M  completion, tools  "
+        f"{ORANGE}0.200 s{RESET}  {ORANGE}100.0{RESET}",
+        f"qwen3:8b         5.2 GB   131072  Q4_K_M  completion, tools  "
+        f"{RED}0.300 s{RESET}   {RED}50.0{RESET}",
+    ]
+
+
+def test_no_colour_gives_plain_aligned_text() -> None:
+    text = table.render(three(), table.Layout(), color=False)
+    assert "\x1b" not in text
+    assert text.split("\n")[2] == (
+        "llama3.2:1b      1.3 GB   131072  Q4_K_M  completion, tools  0.100 s  150.0"
+    )
+
+
+def test_percentiles_and_grades() -> None:
+    assert table.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.33) == pytest.approx(3.97)
+    assert table.thresholds([10.0, 1.0, 4.0, 7.0]) == pytest.approx((3.97, 6.94))
+    assert table.thresholds([]) is None
+    cuts = (2.0, 4.0)
+    assert [table.grade(v, cuts, higher_is_better=False) for v in (1, 2, 3, 4, 5)] == [
+        "good", "good", "fair", "fair", "poor",
+    ]  # fmt: skip
+    assert [table.grade(v, cuts, higher_is_better=True) for v in (1, 2, 3, 4, 5)] == [
+        "poor", "fair", "fair", "good", "good",
+    ]  # fmt: skip
+    # One value is the best of its table.
+    assert table.grades([export.row(entry("local", "solo:latest"))], "tps") == ["good"]
+
+
+def test_failures_are_red_and_listed_embeddings_graded_apart() -> None:
+    rows = three()
+    broken = entry("local", "gemma3:4b")
+    assert broken.benchmark is not None
+    failed_bench = dataclasses.replace(
+        broken.benchmark, success=False, ttft=None, tokens_per_second=None,
+        error="HTTP 500: model runner crashed", error_type="http_5xx",
+    )  # fmt: skip
+    rows.append(export.row(dataclasses.replace(broken, benchmark=failed_bench)))
+    # A fast embedding model must not push the chat models' grades around.
+    rows.append(export.row(entry("local", "nomic-embed-text:latest", ttft=0.01, tps=9000.0,
+                                 kind="embedding")))  # fmt: skip
+    assert table.grades(rows, "tps") == ["good", "fair", "poor", "poor", "good"]
+    text = table.render(rows, table.Layout(ttft=False), color=True)
+    gemma = next(line for line in text.split("\n") if line.startswith("gemma3:4b"))
+    assert gemma.endswith(f"{RED}error{RESET}")
+    assert text.endswith(
+        f"{RED}Errors:{RESET}\n  gemma3:4b (local): HTTP 500: model runner crashed"
+    )
+    assert "TTFT" not in text
+
+
+def test_live_states_trends_and_per_run_columns() -> None:
+    rows = three(verbose=True)
+    previous = {
+        ("local", "llama3.2:1b"): {"ttft": 0.2, "tps": 150.0},  # TTFT halved: better
+        ("local", "llama3.2:latest"): {"ttft": 0.195, "tps": 120.0},  # within 5 %; TPS worse
+    }
+    queued = frozenset({("local", "qwen3:8b")})
+    layout = table.Layout(runs=2, target=True)
+    text = table.render(rows, layout, queued=queued, previous=previous)
+    header, _, first, second, third = text.split("\n")
+    assert header.split() == ["Model", "Target", "Size", "Context", "Quant", "Capabilities",
+                              "TTFT", "#1", "TTFT", "#2", "TTFT", "TPS", "#1", "TPS", "#2",
+                              "TPS"]  # fmt: skip
+    # Arrows on the aggregate columns only (against the previous stored result).
+    assert first.endswith("0.100 s  0.100 s  0.100 s ↑   150.0   150.0  150.0 →")
+    assert second.endswith("0.200 s  0.200 s  0.200 s →   100.0   100.0  100.0 ↓")
+    assert third.split()[-6:] == ["queued"] * 6
+    running = table.render(rows, layout, running=queued, color=True)
+    assert f"{DIM}running…{RESET}" in running
+
+
+def test_untrusted_text_cannot_drive_the_terminal() -> None:
+    evil = ModelEntry("local", "evil\x1b[2J\x07:latest")
+    text = table.render([export.row(evil)], table.Layout(ttft=False, tps=False))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "evil?[2J?:latest" in text
+
+
+def test_trend() -> None:
+    assert table.trend(0.10, 0.20, "ttft") == "↑"
+    assert table.trend(0.30, 0.20, "ttft") == "↓"
+    assert table.trend(0.204, 0.20, "ttft") == "→"
+    assert table.trend(110.0, 100.0, "tps") == "↑"
+    assert table.trend(96.0, 100.0, "tps") == "→"
+    assert table.trend(None, 100.0, "tps") == ""
+    assert table.trend(1.0, None, "tps") == ""
