@@ -183,7 +183,7 @@ class _Slots:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # the slot was handed over just as we were cancelled
-            else:
+            elif fut in self._waiters:  # release() may already have dropped it
                 self._waiters.remove(fut)
             raise
 
