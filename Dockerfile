@@ -46,9 +46,10 @@ WORKDIR /var/lib/ometer
 USER ${OMETER_UID}:${OMETER_UID}
 EXPOSE 9877
 
-# A slim image has no curl. The port follows OMETER_LISTEN_ADDRESS (default :9877); with
-# --web.listen-address on another port, or TLS from --web.config.file, override this check.
+# A slim image has no curl, so the check is Python. Its port follows OMETER_LISTEN_ADDRESS
+# (default :9877). A 401 counts as healthy: with basic auth on (--web.config.file) the process
+# still answers. With TLS or --web.listen-address on another port, override this check.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = (os.environ.get('OMETER_LISTEN_ADDRESS') or ':9877').rpartition(':')[2]; urllib.request.urlopen('http://127.0.0.1:' + port + '/-/healthy', timeout=4)"]
+    CMD ["python", "-c", "import os, sys, urllib.error, urllib.request\nport = (os.environ.get('OMETER_LISTEN_ADDRESS') or ':9877').rpartition(':')[2]\ntry:\n    urllib.request.urlopen('http://127.0.0.1:' + port + '/-/healthy', timeout=4)\nexcept urllib.error.HTTPError as error:\n    sys.exit(error.code != 401)"]
 
 ENTRYPOINT ["ometer-exporter"]
