@@ -245,9 +245,16 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 def build_context(destination: Path) -> Path:
     """Copy what `docker build .` would send: the repository less .dockerignore's matches."""
     patterns = dockerignore_patterns()
+    exceptions = [p.lstrip("!").strip("/") for p in patterns if p.startswith("!")]
+
+    def prune(path: str) -> bool:  # an excluded directory no exception pattern reaches into
+        return dockerignored(path, patterns) and not any(
+            e.startswith(path + "/") for e in exceptions
+        )
+
     for directory, dirs, files in os.walk(ROOT):
         rel = Path(directory).relative_to(ROOT)
-        dirs[:] = [d for d in dirs if not dockerignored((rel / d).as_posix(), patterns)]
+        dirs[:] = [d for d in dirs if not prune((rel / d).as_posix())]
         for name in files:
             if not dockerignored((rel / name).as_posix(), patterns):
                 (destination / rel).mkdir(parents=True, exist_ok=True)
@@ -270,6 +277,19 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
         assert dockerignored(path, patterns), f"{path} would enter the build context"
     for path in ("pyproject.toml", "README.md", "ometer_exporter/cli.py"):
         assert not dockerignored(path, patterns), f"{path} is needed by the build"
+
+
+def test_build_context_is_the_package_sources_only(tmp_path) -> None:
+    context = build_context(tmp_path)
+    sent = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
+    assert {"pyproject.toml", "README.md", "ometer_exporter/__init__.py"} <= sent
+    extra = {
+        p
+        for p in sent
+        if p not in ("pyproject.toml", "README.md") and not p.startswith("ometer_exporter/")
+    }
+    assert not extra, f"the build context carries more than the build needs: {sorted(extra)}"
+    assert not [p for p in sent if "__pycache__" in p or p.endswith(".pyc")]
 
 
 def test_compose_env_file_is_ignored_by_git() -> None:
