@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import re
 import shutil
 import socket
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "dashboards" / "ometer.json"
@@ -28,6 +30,17 @@ SCRAPE_CONFIG = REPO / "prometheus" / "prometheus.yml"
 
 Json = dict[str, Any]
 T = TypeVar("T")
+
+
+def load_dashboard() -> Json:
+    dashboard: Json = json.loads(DASHBOARD.read_text())
+    return dashboard
+
+
+def alert_rules() -> list[Json]:
+    """Every rule of prometheus/alerts.yml, across groups."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
 
 
 def binary(name: str) -> str:
@@ -259,6 +272,7 @@ GRAFANA_BUILTINS = frozenset(
         "__to",
         "__dashboard",
         "__name",
+        "__all",  # the value of "All" in a variable's saved selection
     }
 )
 

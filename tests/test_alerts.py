@@ -11,6 +11,7 @@ from prometheus_tools import (
     ALERT_TESTS,
     ALERTS,
     SCRAPE_CONFIG,
+    alert_rules,
     data_forms,
     promtool_sync,
     split_unless,
@@ -18,24 +19,19 @@ from prometheus_tools import (
 )
 
 
-def rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
-
-
-def test_promtool_check_rules() -> None:
+def test_promtool_check_alert_rules() -> None:
     result = promtool_sync("check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
 
 
-def test_promtool_test_rules() -> None:
+def test_promtool_test_alert_rules() -> None:
     result = promtool_sync("test", "rules", str(ALERT_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
-def test_example_scrape_config_is_valid_and_loads_the_rules() -> None:
+def test_example_scrape_config_is_valid_and_loads_the_alert_rules() -> None:
     result = promtool_sync("check", "config", str(SCRAPE_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout
@@ -44,7 +40,7 @@ def test_example_scrape_config_is_valid_and_loads_the_rules() -> None:
     assert job["static_configs"][0]["targets"] == ["ometer-exporter:9877"]
     # OmeterExporterDown watches this job.
     assert 'up{job="ometer-exporter"}' in next(
-        r["expr"] for r in rules() if r["alert"] == "OmeterExporterDown"
+        r["expr"] for r in alert_rules() if r["alert"] == "OmeterExporterDown"
     )
 
 
@@ -55,7 +51,7 @@ def test_every_rule_is_tested_firing_and_not_firing() -> None:
     for group in tests:
         for case in group.get("alert_rule_test", []):
             (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
-    names = {rule["alert"] for rule in rules()}
+    names = {rule["alert"] for rule in alert_rules()}
     assert names - firing == set(), "rules never shown firing"
     assert names - quiet == set(), "rules never shown quiet"
 
@@ -69,7 +65,7 @@ SUBJECT = {
 }
 
 
-@pytest.mark.parametrize("rule", rules(), ids=lambda r: r["alert"])
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
 def test_rule_carries_severity_and_names_what_it_is_about(rule: dict[str, Any]) -> None:
     assert rule["alert"].startswith("Ometer")
     assert rule["labels"]["severity"] in ("critical", "warning", "info")
@@ -102,7 +98,7 @@ def test_split_unless_separates_suppressions() -> None:
 
 
 def test_data_forms_of_a_rule() -> None:
-    rule = next(r for r in rules() if r["alert"] == "OmeterResultsStale")
+    rule = next(r for r in alert_rules() if r["alert"] == "OmeterResultsStale")
     main, target_down, unloaded = (" ".join(f.split()) for f in data_forms(rule["expr"]))
     assert main == (
         "(time() - ometer_benchmark_last_success_timestamp_seconds) > bool ignoring(model) "
