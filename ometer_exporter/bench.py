@@ -41,7 +41,7 @@ from ometer_exporter.config import (
     TargetSettings,
     load_settings,
 )
-from ometer_exporter.measure import LoopLagProbe, measure_model
+from ometer_exporter.measure import DiscardReason, LoopLagProbe, measure_model
 from ometer_exporter.ollama import OllamaError, match_model
 from ometer_exporter.scheduler import TargetWorker, method_of, target_state, wanted
 from ometer_exporter.store import Benchmark, ModelEntry, Snapshot, Store
@@ -70,6 +70,7 @@ environment (also read from ./.env, ~/.env, ~/.config/ometer/.env; the real one 
 exit codes: 0 ok, 1 nothing matched or no target reachable, 2 usage or configuration error"""
 
 Key = tuple[str, str]  # (target, model)
+log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
@@ -95,9 +96,9 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ometer-exporter bench",
-        description="One benchmark cycle in the terminal (OMeter mode). Without --ttft or "
-        "--tps it lists the models; with them it measures and fills the table in as each "
-        "model finishes.",
+        description="One benchmark cycle in the terminal (OMeter mode). Without --ttft or\n"
+        "--tps it lists the models; with them it measures them and fills the table in as\n"
+        "each model finishes.",
         epilog=ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -632,8 +633,10 @@ async def _cycle(
         def changed(finished: Key | None) -> None:
             if live is not None:
                 done = len(run.selected) - len(run.queued) - len(run.running)
-                live.draw(run.text(layout),
-                          fallback=f"benchmarking… {done}/{len(run.selected)} done")  # fmt: skip
+                note = f"benchmarking… {done}/{len(run.selected)} done"
+                # A table taller than the terminal cannot be redrawn: don't even render it.
+                tall = len(run.selected) + 4 >= shutil.get_terminal_size().lines
+                live.draw(note if tall else run.text(layout), fallback=note)
             if progress is not None:
                 progress.update(run.running, finished)
 
@@ -671,10 +674,13 @@ async def _measure_target(
     target = worker.target
     method = method_of(target.benchmark)
     slots = asyncio.Semaphore(run.opts.parallel)
+    limited: list[str] = []  # the cloud's usage window is spent: stop asking
 
     async def one(key: Key) -> None:
         async with slots:
             run.queued.discard(key)
+            if limited:
+                return
             run.running.append(key)
             changed(None)
             try:
@@ -687,11 +693,32 @@ async def _measure_target(
                 if result is not None:
                     bench = run.store.record(target.name, result, method)
                     await run.store.persist(target.name, key[1], bench)
+                    if result.usage_limited is not None:
+                        limited.append(result.usage_limited.error or "usage limit")
+                    if not result.success and result.first_error is None:
+                        _explain_discarded(target.name, key[1], result.discarded)
             finally:
                 run.running.remove(key)
             changed(key)
 
     await asyncio.gather(*(one(key) for key in run.selected if key[0] == target.name))
+    if limited:
+        log.warning("%s: usage limit reached (%s); the models after it were not measured",
+                    target.name, limited[0])  # fmt: skip
+
+
+_DISCARDED_WHY: Final = {
+    "loop_lag": "the machine was too busy to time it (event loop stalled)",
+    "reloaded": "the model was reloaded during the run",
+    "short": "fewer than 8 output tokens",
+}
+
+
+def _explain_discarded(target: str, model: str, discarded: Mapping[DiscardReason, int]) -> None:
+    """A model without a value and without an error: say why its runs were left out."""
+    why = "; ".join(f"{n} run{'' if n == 1 else 's'}: {_DISCARDED_WHY.get(reason, reason)}"
+                    for reason, n in discarded.items())  # fmt: skip
+    log.warning("%s (%s): no run was counted (%s)", table.plain(model), target, why or "none")
 
 
 async def _previous(

@@ -470,7 +470,7 @@ def _row(r: Row, ranks: dict[str, int], ttft: table.Grade | None, tps: table.Gra
 def _metric(column: str, r: Row, grade: table.Grade | None) -> str:
     value = r[column]
     if value is None:
-        text = "error" if table.failed(r) else "—"
+        text = table.failure_text(r) if table.failed(r) else "—"
     else:
         text = table.format_value(column, value)
     return f'<td class="num metric {grade or ""}"><span>{_e(text)}</span></td>'

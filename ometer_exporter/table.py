@@ -84,6 +84,12 @@ def failed(row: Row) -> bool:
     return row.get("error") is not None or row.get("success") is False
 
 
+def failure_text(row: Row) -> str:
+    """What a failed model shows instead of a value: ``error``, or ``no run`` when every run
+    was left out without one (discarded: the model reloaded, the machine stalled, …)."""
+    return "error" if row.get("error") is not None else "no run"
+
+
 def grades(rows: Sequence[Row], column: str) -> list[Grade | None]:
     """A grade per row for ``column`` (None: no value and no failure, e.g. not measured)."""
     better = higher_is_better(column)
@@ -247,6 +253,8 @@ def render(
 def _text(column: str, value: object) -> str:
     if value is None or value == "":
         return "—"
+    if column == "benchmarked_at":  # RFC 3339 in the exports; easier to read here
+        return plain(value).replace("T", " ").split(".")[0].removesuffix("Z") + " UTC"
     return plain(value)
 
 
@@ -255,7 +263,7 @@ def _measured(
 ) -> _Cell:
     value = row.get(column)
     if value is None:
-        return _Cell("error" if failed(row) else "—", "poor" if failed(row) else None)
+        return _Cell(failure_text(row), "poor") if failed(row) else _Cell("—")
     text = format_value(column, value)
     if previous is not None and "_run_" not in column:
         old = previous.get((row["target"], row["model"]))

@@ -15,9 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from ollama_emulator import chat_model, cloud_stub_model, embedding_model, thinking_model
+from ollama_emulator import (
+    USAGE_LIMIT_MESSAGE,
+    Fault,
+    chat_model,
+    cloud_stub_model,
+    embedding_model,
+    thinking_model,
+)
 
-from ometer_exporter import bench, export
+from ometer_exporter import bench, export, measure
 from ometer_exporter.cli import main
 
 LLAMA, LLAMA_1B, QWEN, NOMIC = (
@@ -48,6 +55,14 @@ def local_models():
 @pytest.fixture
 async def emu(emulator_factory):
     return await emulator_factory(local_models(), time_scale=0.01)
+
+
+@pytest.fixture(autouse=True)
+def lag_tolerant(monkeypatch) -> None:
+    """bench's event loop shares this process (and its GIL) with the emulator's: a stall of
+    the emulator's thread must not make bench discard a run as "loop_lag" and leave a cell
+    empty. These tests check the command, not timing accuracy (test_measure does that)."""
+    monkeypatch.setattr(measure, "LOOP_LAG_LIMIT", 5.0)
 
 
 @pytest.fixture
@@ -279,6 +294,22 @@ async def test_cloud_target_only_with_a_key(emu, cloud, home, capsys) -> None:
     assert "sk-test" not in out
 
 
+async def test_cloud_usage_limit_stops_the_target(emulator_factory, home, capsys) -> None:
+    cloud = await emulator_factory(
+        [chat_model("gpt-oss:120b", family="gptoss"), chat_model("qwen3-coder:480b")],
+        cloud=True, api_key="sk-test", time_scale=0.01,
+    )  # fmt: skip
+    for name in ("gpt-oss:120b", "qwen3-coder:480b"):
+        cloud.add_fault(name, Fault("status", status=429, message=USAGE_LIMIT_MESSAGE, times=-1))
+    env = environ(home, "http://127.0.0.1:9", OLLAMA_CLOUD_BASE_URL=cloud.url,
+                  OLLAMA_CLOUD_API_KEY="sk-test")  # fmt: skip
+    assert await run(["--cloud", "--tps", "--runs", "3"], env) == 0
+    captured = capsys.readouterr()
+    assert len(cloud.records_for("/api/chat")) == 1  # no retry, no second run, no next model
+    assert "usage limit reached" in captured.err
+    assert "session usage limit" in captured.out  # the model's error under the table
+
+
 async def test_menu_on_a_terminal(emu, cloud, home, capsys, monkeypatch) -> None:
     env = environ(home, emu.url, OLLAMA_CLOUD_BASE_URL=cloud.url, OLLAMA_CLOUD_API_KEY="sk-test")
     monkeypatch.setattr(sys, "stdin", FakeTTY("3\n"))
@@ -335,6 +366,16 @@ async def test_dotenv_files(emu, home, capsys) -> None:
     }  # fmt: skip
 
 
+async def test_a_model_without_any_counted_run_is_explained(emu, home, capsys,
+                                                            monkeypatch) -> None:  # fmt: skip
+    monkeypatch.setattr(measure, "LOOP_LAG_LIMIT", -1.0)  # every run "saw" a stalled loop
+    assert await run(["--tps", "--runs", "2", "--model", LLAMA], environ(home, emu.url)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split("\n")[2].split()[-2:] == ["no", "run"]
+    assert (f"warning: {LLAMA} (local): no run was counted (2 runs: the machine was too busy "
+            "to time it (event loop stalled))") in captured.err  # fmt: skip
+
+
 async def test_unreachable_target_is_exit_1(home, capsys) -> None:
     assert await run(["--ttft"], environ(home, "http://127.0.0.1:9")) == 1
     assert "cannot reach local (http://127.0.0.1:9)" in capsys.readouterr().err
@@ -367,3 +408,18 @@ async def test_live_table_on_a_terminal(emu, home, monkeypatch) -> None:
         assert ("\x1b[32m" in out) is coloured
         final = out.rsplit("\x1b[J", 1)[1]
         assert "queued" not in final and "running" not in final
+
+
+async def test_a_table_taller_than_the_terminal_shows_progress_then_the_table(
+    emu, home, monkeypatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "6")
+    screen = FakeTTY()
+    monkeypatch.setattr(sys, "stdout", screen)
+    assert await run(["--tps", "--runs", "1"], environ(home, emu.url, NO_COLOR="1")) == 0
+    out = screen.getvalue()
+    assert "benchmarking… 0/4 done" in out and "benchmarking… 3/4 done" in out
+    assert "queued" not in out  # the table was never drawn half-done
+    final = out.rsplit("\x1b[J", 1)[1]
+    assert sorted(table_models(final)) == sorted([LLAMA, LLAMA_1B, QWEN, NOMIC])
