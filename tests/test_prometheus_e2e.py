@@ -9,6 +9,12 @@ emulator and the exporter must keep answering while Prometheus scrapes, so all w
 A day of history for the regression rules' baselines (``[1d] offset 1h``) cannot be waited for:
 it is backfilled with ``promtool tsdb create-blocks-from openmetrics`` from the exporter's own
 series (same job and instance labels as the live scrape) before Prometheus starts.
+
+An alert expression is empty while nothing is wrong, so "returns data" is asked of its *data
+forms* (prometheus_tools.data_forms), derived from the rule text rather than kept beside it:
+the main expression and each ``unless`` suppression, every comparison turned into its ``bool``
+form (``a > 1.5`` → ``a > bool 1.5``). A bool comparison keeps every pair of series that
+join, so a form has data exactly when its metrics exist and its label matching works.
 """
 
 from __future__ import annotations
