@@ -325,6 +325,14 @@ def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str
     items = export.rows(snapshot, export.Query())
     chat = [r for r in items if r["kind"] != "embedding"]
     embedding = [r for r in items if r["kind"] == "embedding"]
+    graded = _grades(items)
+    chat_body = _body("rows-chat", chat, graded, None)
+    embedding_body = _body(
+        "rows-embedding",
+        embedding,
+        graded,
+        "Embedding models <small>TTFT is the request time, tokens/s the input rate</small>",
+    )
     targets = sorted(snapshot.targets.values(), key=lambda t: t.name)
     target_names = sorted({t.name for t in targets} | {r["target"] for r in items})
     sort_options = "".join(
@@ -352,7 +360,7 @@ def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str
 </header>
 <main>
   <h2>Targets</h2>
-  {_targets(targets, now)}
+  {_targets(targets)}
   <div class="bar">
     <h2>Leaderboard</h2>
     <label>Target <select id="target-filter">{_target_options(target_names)}</select></label>
@@ -371,15 +379,8 @@ def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str
       <th class="num" data-sort="tps" tabindex="0" title="output tokens per second">Tokens/s</th>
       <th class="num" title="cold load time">Load</th><th>Benchmarked</th>
     </tr></thead>
-    {_body("rows-chat", chat, items, None)}
-    {
-        _body(
-            "rows-embedding",
-            embedding,
-            items,
-            "Embedding models <small>TTFT is the request time, tokens/s the input rate</small>",
-        )
-    }
+    {chat_body}
+    {embedding_body}
     {_empty(items)}
   </table>
   </div>
@@ -396,7 +397,7 @@ def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str
 """
 
 
-def _targets(targets: Sequence[TargetState], now: float) -> str:
+def _targets(targets: Sequence[TargetState]) -> str:
     if not targets:
         return '<section id="targets" class="targets"><p class="muted">No targets.</p></section>'
     cards = []
@@ -427,16 +428,27 @@ def _target_options(names: Sequence[str]) -> str:
     )
 
 
-def _body(body_id: str, group: list[Row], everything: list[Row], heading: str | None) -> str:
+Grades = dict[str, dict[int, table.Grade | None]]  # column -> id(row) -> grade
+
+
+def _grades(items: list[Row]) -> Grades:
+    """TTFT and TPS grades over the whole table (``table.grades`` keeps kinds apart)."""
+    return {
+        column: dict(zip(map(id, items), table.grades(items, column), strict=True))
+        for column in ("ttft", "tps")
+    }
+
+
+def _body(body_id: str, group: list[Row], graded: Grades, heading: str | None) -> str:
     """A ``<tbody>`` of one kind's rows, in the default order, ranked for every sort."""
     ranks: dict[str, dict[int, int]] = {}
     for key in export.SORT_KEYS:
         for reverse in (False, True):
             ordered = export.sort_rows(group, key, reverse=reverse)
             ranks[f"{key}{'-rev' if reverse else ''}"] = {id(r): i for i, r in enumerate(ordered)}
-    graded = {col: dict(zip(map(id, everything), table.grades(everything, col), strict=True))
-              for col in ("ttft", "tps")}  # fmt: skip
-    head = f'<tr class="group-head"><th colspan="10">{heading}</th></tr>' if heading else ""
+    head = ""
+    if heading and group:  # a heading over no rows would say nothing
+        head = f'<tr class="group-head"><th colspan="10">{heading}</th></tr>'
     lines = [
         _row(r, {name: order[id(r)] for name, order in ranks.items()},
              graded["ttft"][id(r)], graded["tps"][id(r)])
