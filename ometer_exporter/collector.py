@@ -101,8 +101,8 @@ PROMPT_TPS = _g(
 )
 LOAD = _g(
     "ometer_model_load_duration_seconds",
-    "load_duration of the last cold (warmup) request; carried forward while the model stays "
-    "loaded." + CACHED,
+    "load_duration of the last cold (warmup) request; carried forward until the next cold "
+    "load." + CACHED,
 )
 REQUEST = _g(
     "ometer_request_duration_seconds",

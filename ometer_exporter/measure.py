@@ -86,9 +86,9 @@ class RunResult:
         return self.error_type is None
 
     @property
-    def good(self) -> bool:
-        """Completed and trusted: it counts in the gauges (short runs only skip tokens/s)."""
-        return self.ok and not self.warmup and not (set(self.discarded) - {"short"})
+    def completed(self) -> bool:
+        """A measured run that ran to its end without paying a model load."""
+        return self.ok and not self.warmup and "reloaded" not in self.discarded
 
     @property
     def ttft(self) -> float | None:
@@ -160,7 +160,14 @@ class ModelResult:
 
     @property
     def good_runs(self) -> list[RunResult]:
-        return [r for r in self.runs if r.good]
+        """The runs behind the gauges (short runs still skip tokens/s).
+
+        Runs that saw the event loop stall are left out while clean runs exist; when every run
+        stalled (a starved machine) they are used rather than reporting nothing.
+        """
+        completed = [r for r in self.runs if r.completed]
+        clean = [r for r in completed if "loop_lag" not in r.discarded]
+        return clean or completed
 
     @property
     def success(self) -> bool:
@@ -260,9 +267,13 @@ class ModelResult:
 
     @property
     def discarded(self) -> dict[DiscardReason, int]:
+        """Runs left out, by reason (a stalled run that was used after all is not counted)."""
+        used = {id(r) for r in self.good_runs}
         counts: dict[DiscardReason, int] = {}
         for r in self.runs:
             for reason in r.discarded:
+                if reason == "loop_lag" and id(r) in used:
+                    continue
                 counts[reason] = counts.get(reason, 0) + 1
         return counts
 

@@ -110,6 +110,19 @@ class Benchmark:
             think=method.think,
         )
 
+    def failed(
+        self, error_type: str | None, error: str | None, *, started_at: float, at: float
+    ) -> Benchmark:
+        """This result's values, marked as the outcome of a later cycle that failed."""
+        return replace(
+            self,
+            success=False,
+            error_type=error_type,
+            error=error,
+            started_at=started_at,
+            finished_at=at,
+        )
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False)
 
@@ -331,6 +344,11 @@ class Store:
         key = (target, result.model)
         entry = self._snapshot.models.get(key) or ModelEntry(target, result.model)
         bench = Benchmark.from_result(result, method=method)
+        if not bench.success and entry.benchmark is not None:
+            # A failed cycle keeps the last good values; success 0 and the error say the rest.
+            bench = entry.benchmark.failed(
+                bench.error_type, bench.error, started_at=bench.started_at, at=bench.finished_at
+            )
         if bench.load_duration is None:  # stored with the carried value: survives a restart
             bench = replace(bench, load_duration=entry.load_duration)
         entry = replace(
@@ -351,17 +369,8 @@ class Store:
         now = time.time()
         for key, entry in models.items():
             if key[0] == target and entry.benchmark is not None and entry.benchmark.success:
-                models[key] = replace(
-                    entry,
-                    benchmark=replace(
-                        entry.benchmark,
-                        success=False,
-                        error_type=error_type,
-                        error=error,
-                        started_at=now,
-                        finished_at=now,
-                    ),
-                )
+                failed = entry.benchmark.failed(error_type, error, started_at=now, at=now)
+                models[key] = replace(entry, benchmark=failed)
         self._swap(models=models)
 
     # -- persistence -------------------------------------------------------------------------

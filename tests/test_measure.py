@@ -346,3 +346,18 @@ async def test_usage_limit_stops_the_model_without_retrying(emulator_factory) ->
     assert len(emu.records_for("/api/chat")) == 1  # no retry, no further runs
     assert result.usage_limited is not None
     assert result.errors == {ErrorType.RATE_LIMITED: 1}
+
+
+def test_stalled_runs_are_left_out_only_while_clean_ones_exist() -> None:
+    from dataclasses import replace
+
+    from ometer_exporter.measure import ModelResult, RunResult
+
+    clean = RunResult(warmup=False, sent_at=0.0, first_token_at=0.1, ended_at=1.0)
+    stalled = replace(clean, first_token_at=0.5, discarded=("loop_lag",))
+    mixed = ModelResult("m:latest", "chat", 0.0, 1.0, (clean, stalled, stalled))
+    assert mixed.ttft == pytest.approx(0.1)
+    assert mixed.discarded == {"loop_lag": 2}
+    starved = ModelResult("m:latest", "chat", 0.0, 1.0, (stalled, stalled))
+    assert starved.success and starved.ttft == pytest.approx(0.5)
+    assert starved.discarded == {}  # used after all: better a noisy figure than none

@@ -381,3 +381,28 @@ targets:
     rows = (await running.http.get("/export")).json()
     limited = [r for r in rows if r["error_type"] == "rate_limited"]
     assert len(limited) == 1 and "usage limit" in limited[0]["error"]
+
+
+async def test_a_failed_cycle_keeps_the_last_good_values(emulator_factory,
+                                                         start_exporter) -> None:  # fmt: skip
+    from ollama_emulator import Fault
+
+    emu = await emulator_factory(models(), time_scale=0.01)
+    emu.preload(LLAMA)
+    running = await start_exporter(config(emu.url, interval="100ms", select="loaded"))
+    await running.cycles("local", 1)
+    good = sample(await running.metrics(), "ometer_time_to_first_token_seconds",
+                  target="local", model=LLAMA)  # fmt: skip
+    assert good is not None
+    emu.add_fault(LLAMA, Fault(kind="status", status=500, message="runner died", times=-1))
+    await until(
+        lambda: (e := running.exporter.store.snapshot.models[("local", LLAMA)]).benchmark
+        is not None and not e.benchmark.success,
+        what="a failed cycle",
+    )
+    m = await running.metrics()
+    assert sample(m, "ometer_benchmark_success", target="local", model=LLAMA) == 0
+    assert sample(m, "ometer_time_to_first_token_seconds", target="local", model=LLAMA) == good
+    row = next(r for r in (await running.http.get("/export")).json() if r["model"] == LLAMA)
+    assert row["ttft"] == good and row["error_type"] == "http_5xx"
+    assert "runner died" in row["error"]
