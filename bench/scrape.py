@@ -237,7 +237,7 @@ def run(models: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
     with _common.running(args) as (printed, _proc):
         base = f"http://127.0.0.1:{printed}"
         url = base + "/metrics"
-        time.sleep(0.2)
+        time.sleep(0.1)
         stall(base)  # reset: start-up is not a scrape
         _, _, _, cold = http("GET", url, SCRAPE_HEADERS)
         cold_stall = stall(base)
@@ -247,9 +247,9 @@ def run(models: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
         _common.figure("  worst loop stall", str(cold_stall), "<= 5 ms", cold_stall.worst <= 5)
         results["cold_ms"] = cold * 1e3
         results["cold_stall"] = cold_stall.as_dict()
-        time.sleep(1.0)
+        time.sleep(min(1.0, duration / 4))
         stall(base)
-        time.sleep(min(duration, 3.0))
+        time.sleep(min(3.0, duration / 4))
         idle = stall(base)
         _common.figure("loop stall with no scrapes (probe baseline)", str(idle))
         results["idle_stall"] = idle.as_dict()
