@@ -22,21 +22,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from time import perf_counter
 
 import _common
 import httpx
 
 from ometer_exporter.config import Timeouts
 from ometer_exporter.ollama import (
-    MAX_LINE_BYTES,
-    ChatStream,
-    DoneFields,
-    OllamaBadResponse,
     OllamaClient,
-    OllamaStreamError,
-    OllamaStreamIncomplete,
-    _done_fields,
 )
 
 CHUNK = (
@@ -95,104 +87,6 @@ async def serve(chunks: int, port: int) -> None:
 
 # -- a proposed reader for ollama.py (measured here; the package keeps its own) -------------
 
-_raw_decode = json.JSONDecoder().raw_decode
-
-
-class ProposedClient(OllamaClient):
-    """``OllamaClient`` whose stream reader decodes each network read once.
-
-    The package's reader hands every line to ``json.loads`` as bytes, which detects the
-    encoding and decodes each ~150-byte line on its own (a third of the per-line cost). Here
-    the complete lines of a read are decoded in one call (a UTF-8 character never spans a
-    newline), split as ``str`` and parsed with ``JSONDecoder.raw_decode``; everything else
-    (clocks, deadlines, errors, counting) is unchanged.
-    """
-
-    async def _read_chat(
-        self,
-        response: httpx.Response,
-        deadline: asyncio.Timeout,
-        total_deadline: float,
-        sent_at: float,
-        headers_at: float,
-    ) -> ChatStream:
-        loop = asyncio.get_running_loop()
-        idle = self._timeouts.idle
-        pending = b""
-        first_token_at: float | None = None
-        first_content_at: float | None = None
-        last_token_at: float | None = None
-        thinking_chunks = content_chunks = 0
-        done: DoneFields | None = None
-        async for data in response.aiter_raw():
-            now = perf_counter()
-            deadline.reschedule(min(total_deadline, loop.time() + idle))
-            if pending:
-                data = pending + data
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                pending = data
-                if len(pending) > MAX_LINE_BYTES:
-                    raise OllamaBadResponse("/api/chat: a streamed line is too long")
-                continue
-            pending = data[cut + 1 :]
-            if len(pending) > MAX_LINE_BYTES:
-                raise OllamaBadResponse("/api/chat: a streamed line is too long")
-            try:
-                text = data[:cut].decode()
-            except UnicodeDecodeError:
-                raise OllamaBadResponse("/api/chat: a streamed line is not UTF-8") from None
-            for line in text.split("\n"):
-                try:
-                    obj, end = _raw_decode(line)
-                except ValueError:
-                    if not line.strip():
-                        continue
-                    raise OllamaBadResponse("/api/chat: a streamed line is not JSON") from None
-                if end != len(line) and line[end:].strip():
-                    raise OllamaBadResponse("/api/chat: a streamed line is not JSON")
-                if not isinstance(obj, dict):
-                    raise OllamaBadResponse("/api/chat: a streamed line is not a JSON object")
-                if "error" in obj:
-                    raise OllamaStreamError(
-                        f"/api/chat: error during the stream: {self._safe(obj['error'])}"
-                    )
-                if done is not None:
-                    continue
-                message = obj.get("message")
-                if isinstance(message, dict):
-                    thinking = message.get("thinking")
-                    content = message.get("content")
-                    if thinking or content:
-                        if first_token_at is None:
-                            first_token_at = now
-                        last_token_at = now
-                        if content:
-                            content_chunks += 1
-                            if first_content_at is None:
-                                first_content_at = now
-                        else:
-                            thinking_chunks += 1
-                if obj.get("done") is True:
-                    done = _done_fields(obj)
-        ended_at = perf_counter()
-        if pending.strip():
-            raise OllamaStreamIncomplete("/api/chat: the stream ended inside a line")
-        if done is None:
-            raise OllamaStreamIncomplete("/api/chat: the stream ended without its done line")
-        return ChatStream(
-            sent_at=sent_at,
-            headers_at=headers_at,
-            first_token_at=first_token_at,
-            first_content_at=first_content_at,
-            last_token_at=last_token_at,
-            ended_at=ended_at,
-            thinking_chunks=thinking_chunks,
-            content_chunks=content_chunks,
-            done=done,
-        )
-
-
 # -- the readers -----------------------------------------------------------------------------
 
 
@@ -219,19 +113,18 @@ async def naive(http: httpx.AsyncClient) -> tuple[float, int]:
 
 async def measure(url: str, chunks: int, reps: int) -> dict[str, list[float]]:
     timeouts = Timeouts(connect=10, first_byte=60, idle=60, total=600)
-    rates: dict[str, list[float]] = {"client": [], "naive": [], "proposed": []}
-    async with OllamaClient(url, timeouts=timeouts) as client, ProposedClient(
-        url, timeouts=timeouts
-    ) as proposed, httpx.AsyncClient(base_url=url, timeout=60) as http:
+    rates: dict[str, list[float]] = {"client": [], "naive": []}
+    async with OllamaClient(url, timeouts=timeouts) as client, httpx.AsyncClient(
+        base_url=url, timeout=60
+    ) as http:
         await ours(client)  # warm up the connections and code paths
-        await ours(proposed)
         await naive(http)
         for _ in range(reps):
-            for name in ("client", "naive", "proposed"):
+            for name in ("client", "naive"):
                 if name == "naive":
                     seconds, seen = await naive(http)
                 else:
-                    seconds, seen = await ours(client if name == "client" else proposed)
+                    seconds, seen = await ours(client)
                 if seen != chunks:
                     raise RuntimeError(f"{name} counted {seen} content chunks of {chunks}")
                 rates[name].append(chunks / seconds)
@@ -270,9 +163,6 @@ def main(argv: list[str] | None = None) -> int:
                    f"(runs: {', '.join(f'{r:,.0f}' for r in rates['naive'])})")  # fmt: skip
     _common.figure("client / naive", f"{client / naive_rate:.2f}", ">= 1.00",
                    client >= naive_rate)  # fmt: skip
-    prop = statistics.median(rates["proposed"])
-    _common.figure("proposed reader (bench/ingest.py ProposedClient)", f"{prop:,.0f} chunks/s "
-                   f"= {prop / naive_rate:.2f} of naive, {prop / client:.2f} of the client")
     print(f"  ({_common.load()} at the end)")
     if args.json:
         args.json.write_text(json.dumps({"client": client, "naive": naive_rate, "runs": rates}))

@@ -367,25 +367,56 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class _LineSplitter:
-    """Splits a byte stream into lines without decoding, refusing absurdly long lines."""
+    """Splits a byte stream into text lines, refusing absurdly long ones.
+
+    The complete lines of each network read are decoded in one call (a UTF-8 character never
+    spans a newline): decoding ~150-byte lines one by one cost a third of the parse time.
+    """
 
     __slots__ = ("_pending",)
 
     def __init__(self) -> None:
         self._pending = b""
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[str]:
         if self._pending:
             data = self._pending + data
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
+        cut = data.rfind(b"\n")
+        self._pending = data[cut + 1 :]
         if len(self._pending) > MAX_LINE_BYTES:
             raise OllamaBadResponse(f"/api/chat: a streamed line exceeds {MAX_LINE_BYTES} bytes")
-        return lines
+        if cut < 0:
+            return []
+        try:
+            return data[:cut].decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            raise OllamaBadResponse("/api/chat: a streamed line is not UTF-8") from None
 
     @property
     def pending(self) -> bytes:
         return self._pending
+
+
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _parse_line(line: str) -> Any:
+    """One NDJSON line -> its JSON value; None for a blank line."""
+    try:
+        obj, end = _raw_decode(line)
+    except ValueError:
+        line = line.strip()  # raw_decode refuses leading whitespace; JSON allows it
+        if not line:
+            return None
+        try:
+            obj, end = _raw_decode(line)
+        except ValueError:
+            raise OllamaBadResponse("/api/chat: a streamed line is not JSON") from None
+    if end != len(line) and line[end:].strip():
+        raise OllamaBadResponse("/api/chat: a streamed line is not JSON")
+    if not isinstance(obj, dict):
+        raise OllamaBadResponse("/api/chat: a streamed line is not a JSON object")
+    return obj
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,19 +591,14 @@ class OllamaClient:
         last_token_at: float | None = None
         thinking_chunks = content_chunks = 0
         done: DoneFields | None = None
-        loads = json.loads
+        parse = _parse_line
         async for data in response.aiter_raw():
             now = perf_counter()
             deadline.reschedule(min(total_deadline, loop.time() + idle))
             for line in splitter.feed(data):
-                if not line.strip():
+                obj = parse(line)
+                if obj is None:
                     continue
-                try:
-                    obj = loads(line)
-                except ValueError:
-                    raise OllamaBadResponse("/api/chat: a streamed line is not JSON") from None
-                if not isinstance(obj, dict):
-                    raise OllamaBadResponse("/api/chat: a streamed line is not a JSON object")
                 if "error" in obj:
                     raise OllamaStreamError(
                         f"/api/chat: error during the stream: {self._safe(obj['error'])}"
