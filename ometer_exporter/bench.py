@@ -41,9 +41,9 @@ from ometer_exporter.config import (
     TargetSettings,
     load_settings,
 )
-from ometer_exporter.measure import DiscardReason, LoopLagProbe, measure_model
+from ometer_exporter.measure import DiscardReason, LoopLagProbe
 from ometer_exporter.ollama import OllamaError, match_model
-from ometer_exporter.scheduler import TargetWorker, method_of, target_state, wanted
+from ometer_exporter.scheduler import TargetWorker, target_state, wanted
 from ometer_exporter.store import Benchmark, ModelEntry, Snapshot, Store
 
 EXIT_OK: Final = 0
@@ -643,10 +643,12 @@ async def _cycle(
         changed(None)
         probe = LoopLagProbe()
         probe_task = asyncio.create_task(probe.run())
+        for worker in workers:
+            worker.lag_probe = probe
         try:
             busy = {t for t, _ in run.selected}
             await asyncio.gather(
-                *(_measure_target(run, w, probe, changed) for w in workers if w.target.name in busy)
+                *(_measure_target(run, w, changed) for w in workers if w.target.name in busy)
             )
         finally:
             probe_task.cancel()
@@ -669,10 +671,9 @@ async def _discover(worker: TargetWorker) -> list[str] | OllamaError:
 
 
 async def _measure_target(
-    run: _Run, worker: TargetWorker, probe: LoopLagProbe, changed: Callable[[Key | None], None]
+    run: _Run, worker: TargetWorker, changed: Callable[[Key | None], None]
 ) -> None:
     target = worker.target
-    method = method_of(target.benchmark)
     slots = asyncio.Semaphore(run.opts.parallel)
     limited: list[str] = []  # the cloud's usage window is spent: stop asking
 
@@ -684,15 +685,8 @@ async def _measure_target(
             run.running.append(key)
             changed(None)
             try:
-                entry = run.store.snapshot.models.get(key)
-                caps = entry.inventory.capabilities if entry and entry.inventory else ()
-                result = await measure_model(
-                    worker.client, key[1], caps, target.benchmark, cloud=target.cloud,
-                    allow_load=True, lag_probe=probe,
-                )  # fmt: skip
+                result = await worker.benchmark(key[1], allow_load=True)
                 if result is not None:
-                    bench = run.store.record(target.name, result, method)
-                    await run.store.persist(target.name, key[1], bench)
                     if result.usage_limited is not None:
                         limited.append(result.usage_limited.error or "usage limit")
                     if not result.success and result.first_error is None:

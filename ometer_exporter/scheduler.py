@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 from ometer_exporter.config import DEFAULT_PROMPTS, BenchmarkSettings, Settings, TargetSettings
-from ometer_exporter.measure import LoopLagProbe, measure_model
+from ometer_exporter.measure import LoopLagProbe, ModelResult, measure_model
 from ometer_exporter.ollama import (
     ErrorType,
     OllamaClient,
@@ -210,24 +210,32 @@ class TargetWorker:
                 return None  # not cached: asked again next cycle
         return self._show_cache[key]
 
+    async def benchmark(self, model: str, *, allow_load: bool) -> ModelResult | None:
+        """Measure one model, then record and persist its result (None: not loaded, skipped)."""
+        target = self.target
+        entry = self.store.snapshot.models.get((target.name, model))
+        caps = entry.inventory.capabilities if entry and entry.inventory else ()
+        result = await measure_model(
+            self.client,
+            model,
+            caps,
+            target.benchmark,
+            cloud=target.cloud,
+            allow_load=allow_load,
+            lag_probe=self.lag_probe,
+        )
+        if result is not None:
+            bench = self.store.record(target.name, result, method_of(target.benchmark))
+            await self.store.persist(target.name, model, bench)
+        return result
+
     async def cycle(self) -> None:
         tags = await self.discover()
         target = self.target
-        method = method_of(target.benchmark)
         for tag in tags:
             if not wanted(target, tag.name):
                 continue
-            entry = self.store.snapshot.models.get((target.name, tag.name))
-            caps = entry.inventory.capabilities if entry and entry.inventory else ()
-            result = await measure_model(
-                self.client,
-                tag.name,
-                caps,
-                target.benchmark,
-                cloud=target.cloud,
-                allow_load=target.select == "all",
-                lag_probe=self.lag_probe,
-            )
+            result = await self.benchmark(tag.name, allow_load=target.select == "all")
             if result is None:
                 continue  # select: loaded, and the model is not loaded
             if not result.success:
@@ -238,8 +246,6 @@ class TargetWorker:
                     tag.name,
                     first.error if first else "no good run",
                 )
-            bench = self.store.record(target.name, result, method)
-            await self.store.persist(target.name, tag.name, bench)
             limited = result.usage_limited
             if limited is not None:
                 # Ollama Cloud's usage window is spent: every further request would be refused
