@@ -209,7 +209,20 @@ async def serve(
     settings: Settings, *, overrides: Overrides, env: Mapping[str, str]
 ) -> None:  # pragma: no cover - exercised by the subprocess tests
     """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
+    # Signals first: as PID 1 in a container, a SIGTERM during start-up must still stop us.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     exporter = Exporter(settings, overrides=overrides, env=env)
+    reloads: set[asyncio.Task[str | None]] = set()  # held, or the loop may drop them mid-way
+
+    def reload_on_hup() -> None:
+        task = asyncio.create_task(exporter.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
     app = create_app(exporter)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE, access_log=None)
     await runner.setup()
@@ -224,11 +237,6 @@ async def serve(
     await site.start()
     for address in runner.addresses:
         log.info("listening on %s:%s", address[0], address[1])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(exporter.reload()))
     try:
         await exporter.start()
         log.info("ready: %d target(s)", len(settings.targets))
