@@ -76,7 +76,7 @@ def changed(snap: Snapshot, index: int) -> Snapshot:
 
 async def serve(models: int, port: int) -> None:
     from ometer_exporter.config import Overrides, load_settings
-    from ometer_exporter.web import Exporter, create_app
+    from ometer_exporter.web import Exporter, create_app, settle_memory
 
     storage = tempfile.mkdtemp(prefix="ometer-bench-")
     overrides = Overrides(storage_path=storage, listen_address=f"127.0.0.1:{port}")
@@ -84,6 +84,7 @@ async def serve(models: int, port: int) -> None:
     exporter = Exporter(settings, overrides=overrides, env={})
     # The snapshot is built directly (no benchmark loop runs): the store's current snapshot.
     exporter.store._snapshot = build_snapshot(models)
+    settle_memory()  # as Exporter.start() does once results are restored
     probe = _common.StallProbe()
     probe.start()
     lag_task = asyncio.create_task(exporter.lag_probe.run())

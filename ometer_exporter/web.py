@@ -8,6 +8,7 @@ snapshot.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -58,6 +59,7 @@ class Exporter:
         self.store.set_targets(target_state(t) for t in self.settings.targets)
         await self.store.restore()
         await self.scheduler.apply(self.settings)
+        settle_memory()
         self.ready = True
 
     async def reload(self) -> str | None:
@@ -97,6 +99,17 @@ class Exporter:
         if self._probe_task is not None:
             self._probe_task.cancel()
         await self.store.close()
+
+
+def settle_memory() -> None:
+    """Move everything alive after start-up out of the cyclic GC's reach.
+
+    A full collection walks every tracked object: ~45,000 after the imports alone, 10 ms on
+    these machines — a 10 ms freeze of every timestamp the loop takes, at random. Frozen, the
+    imports, settings and restored results are never walked again.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 EXPORTER: Final = web.AppKey("exporter", Exporter)
