@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -68,6 +70,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.asynccontextmanager
+async def exporter_process(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m ometer_exporter ARGS`` (stderr piped); killed if a test leaves it running."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ometer_exporter", *args,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def terminate(process: asyncio.subprocess.Process) -> float:
+    """SIGTERM; the seconds until the process exited (fails past 5 s)."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), timeout=5)
+    return time.monotonic() - started
+
+
 async def test_serve_answers_fast_and_stops_on_sigterm(emulator_factory, tmp_path) -> None:
     emu = await emulator_factory([chat_model("llama3.2:latest")])
     emu.preload("llama3.2:latest")
@@ -75,13 +102,10 @@ async def test_serve_answers_fast_and_stops_on_sigterm(emulator_factory, tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "OMETER_"))}
     env["OLLAMA_HOST"] = emu.url  # no config file: one local target, select: loaded
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ometer_exporter",
-        "--web.listen-address", f"127.0.0.1:{port}",
-        "--storage.path", str(tmp_path / "data"),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    async with exporter_process(
+        "--web.listen-address", f"127.0.0.1:{port}", "--storage.path", str(tmp_path / "data"),
+        env=env,
+    ) as process:  # fmt: skip
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             first_metrics: float | None = None
             while first_metrics is None:
@@ -101,14 +125,7 @@ async def test_serve_answers_fast_and_stops_on_sigterm(emulator_factory, tmp_pat
                 assert time.monotonic() - started < 20, "no benchmark result"
                 await poll()
                 await asyncio.sleep(0.05)
-        t0 = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), timeout=5)
-        stopped = time.monotonic() - t0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        stopped = await terminate(process)
     assert process.returncode == 0
     assert stopped < 5
     assert first_metrics < 5  # a cold Python start; the 1 s target is measured in bench/
@@ -133,11 +150,8 @@ async def test_sighup_reloads_the_config_file(emulator_factory, tmp_path) -> Non
     path = tmp_path / "c.yaml"
     base = f"targets:\n  - name: local\n    url: {emu.url}\nbenchmark:\n  num_predict: 32\n"
     path.write_text(base)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ometer_exporter", "--config.file", str(path),
-        "--web.listen-address", f"127.0.0.1:{port}", "--storage.path", str(tmp_path / "d"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}",
+            "--storage.path", str(tmp_path / "d"))  # fmt: skip
     started = time.monotonic()
 
     async def config_line(http: httpx.AsyncClient) -> str:
@@ -148,7 +162,7 @@ async def test_sighup_reloads_the_config_file(emulator_factory, tmp_path) -> Non
         return next((ln for ln in text.splitlines() if ln.startswith("ometer_benchmark_config_")),
                     "")  # fmt: skip
 
-    try:
+    async with exporter_process(*args) as process:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             while 'num_predict="32"' not in await config_line(http):
                 assert time.monotonic() - started < 10, "the exporter never answered"
@@ -164,12 +178,7 @@ async def test_sighup_reloads_the_config_file(emulator_factory, tmp_path) -> Non
                 assert time.monotonic() - started < 20, "a bad reload was not reported"
                 await asyncio.sleep(0.02)
             assert 'num_predict="64"' in await config_line(http)  # old config kept
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), timeout=5)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await terminate(process)
     log = (await process.stderr.read()).decode()  # type: ignore[union-attr]
     assert "configuration reload failed, keeping the old one" in log
 
@@ -184,27 +193,17 @@ async def test_sigterm_during_a_benchmark(emulator_factory, tmp_path) -> None:
     path = tmp_path / "c.yaml"
     target = f"targets:\n  - name: local\n    url: {emu.url}\n    include: [aaa-fast, zzz-slow]\n"
     path.write_text(target + "benchmark:\n  num_predict: 400\n")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ometer_exporter", "--config.file", str(path),
-        "--web.listen-address", f"127.0.0.1:{port}", "--storage.path", str(tmp_path / "d"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}",
+            "--storage.path", str(tmp_path / "d"))  # fmt: skip
     started = time.monotonic()
-    try:
+    async with exporter_process(*args) as process:
         # Wait until the slow model's run is streaming: mid-benchmark.
         while not [r for r in emu.records_for("/api/chat", "zzz-slow:latest")
                    if r.first_chunk is not None]:  # fmt: skip
             assert time.monotonic() - started < 20, "the slow run never started"
             assert process.returncode is None
             await asyncio.sleep(0.02)
-        t0 = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), timeout=5)
-        stopped = time.monotonic() - t0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        stopped = await terminate(process)
     assert process.returncode == 0
     assert stopped < 5
     with sqlite3.connect(tmp_path / "d" / "ometer.sqlite3") as db:
