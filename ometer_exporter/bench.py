@@ -44,7 +44,7 @@ from ometer_exporter.config import (
 from ometer_exporter.measure import DiscardReason, LoopLagProbe
 from ometer_exporter.ollama import OllamaError, match_model
 from ometer_exporter.scheduler import TargetWorker, target_state, wanted
-from ometer_exporter.store import Benchmark, ModelEntry, Snapshot, Store
+from ometer_exporter.store import ModelEntry, Snapshot, Store, Stored
 
 EXIT_OK: Final = 0
 EXIT_NOTHING: Final = 1  # nothing matched, or no target could be reached
@@ -527,6 +527,7 @@ def _write_exports(opts: Options, rows: Sequence[export.Row], stdout: TextIO,
 
 
 def _layout(opts: Options, *, targets: int, runs: int, history: bool = False) -> table.Layout:
+    """Columns of the table; ``history`` adds when each stored result was taken."""
     measured = opts.measure or history
     both = not (opts.ttft or opts.tps)
     return table.Layout(
@@ -534,7 +535,7 @@ def _layout(opts: Options, *, targets: int, runs: int, history: bool = False) ->
         tps=measured and (opts.tps or both),
         runs=runs if opts.verbose and measured else 0,
         target=targets > 1,
-        inventory=not history,
+        inventory=True,
         benchmarked_at=history,
     )
 
@@ -740,7 +741,7 @@ async def _history(
     opts: Options, names: frozenset[str] | None, stdout: TextIO, stderr: TextIO
 ) -> int:
     storage = opts.settings.storage
-    stored: list[tuple[str, str, Benchmark]] = []
+    stored: list[Stored] = []
     if await asyncio.to_thread(Path(storage.path).is_dir):  # reading must not create a store
         store = Store(storage.path, retention=storage.retention)
         try:
@@ -748,8 +749,8 @@ async def _history(
         finally:
             await store.close()
     picked = [
-        (target, model, bench)
-        for target, model, bench in stored
+        (target, model, bench, inventory)
+        for target, model, bench, inventory in stored
         if (names is None or target in names)
         and (not opts.models or any(match_model(q, model) for q in opts.models))
     ]
@@ -757,29 +758,24 @@ async def _history(
         what = f" matching {', '.join(map(repr, opts.models))}" if opts.models else ""
         print(f"no stored results{what} in {storage.path}", file=stderr)
         return EXIT_NOTHING if opts.models else EXIT_OK
-    latest: dict[Key, Benchmark] = {}
+    latest: dict[Key, ModelEntry] = {}
     previous: dict[Key, export.Row] = {}
-    for target, model, bench in picked:
+    for target, model, bench, inventory in picked:
         if (target, model) in latest:
-            previous[(target, model)] = export.row(
-                ModelEntry(target, model, benchmark=latest[(target, model)])
-            )
-        latest[(target, model)] = bench
+            previous[(target, model)] = export.row(latest[(target, model)])
+        latest[(target, model)] = ModelEntry(target, model, inventory=inventory, benchmark=bench)
     if opts.verbose:  # every stored result, oldest first within each model
         rows = export.sort_rows(
-            [export.row(ModelEntry(t, m, benchmark=b), verbose=True) for t, m, b in picked],
+            [export.row(ModelEntry(t, m, inventory=i, benchmark=b), verbose=True)
+             for t, m, b, i in picked],
             opts.sort,
             reverse=opts.reverse,
-        )
+        )  # fmt: skip
     else:
-        snapshot = Snapshot(
-            0,
-            MappingProxyType({}),
-            MappingProxyType({k: ModelEntry(*k, benchmark=b) for k, b in latest.items()}),
-        )
+        snapshot = Snapshot(0, MappingProxyType({}), MappingProxyType(latest))
         rows = export.rows(snapshot, export.Query(sort=opts.sort, reverse=opts.reverse))
     if not opts.to_stdout:
-        runs = max(len(b.run_ttft) for _, _, b in picked)
+        runs = max(len(b.run_ttft) for _, _, b, _ in picked)
         layout = _layout(opts, targets=len({t for t, _ in latest}), runs=runs, history=True)
         text = table.render(rows, layout, color=opts.color,
                             previous=None if opts.verbose else previous)  # fmt: skip

@@ -37,6 +37,7 @@ TPOT_BUCKETS: Final = (
 )  # fmt: skip
 
 ModelKey = tuple[str, str]  # (target, model)
+Stored = tuple[str, str, "Benchmark", "Inventory | None"]  # a stored row: target, model, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +53,18 @@ class Inventory:
     size_bytes: int | None = None
     modified_at: float | None = None  # Unix seconds
     capabilities: tuple[str, ...] = ()
-    loaded: bool | None = None  # None: the target has no /api/ps (cloud)
+    loaded: bool | None = None  # None: the target has no /api/ps (cloud), or not asked yet
     vram_bytes: int | None = None
+
+    @classmethod
+    def from_json(cls, text: str) -> Inventory:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("not an object")
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in raw.items() if k in known}
+        data["capabilities"] = tuple(data.get("capabilities") or ())
+        return cls(**data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,12 +392,14 @@ class Store:
             return
         rows = await asyncio.to_thread(self._db.latest)
         models = dict(self._snapshot.models)
-        for target, model, bench in rows:
+        for target, model, bench, inventory in rows:
             if target not in self._snapshot.targets:
                 continue
             models[(target, model)] = ModelEntry(
                 target,
                 model,
+                # Whether it is loaded now is for the first /api/ps to say, not the disk.
+                inventory=replace(inventory, loaded=None, vram_bytes=None) if inventory else None,
                 benchmark=bench,
                 last_success=bench.finished_at if bench.success else None,
                 load_duration=bench.load_duration,
@@ -394,12 +407,15 @@ class Store:
         self._swap(models=models)
 
     async def persist(self, target: str, model: str, bench: Benchmark) -> None:
+        """Write a result, with the model's inventory as it is now, in a worker thread."""
         if self._db is None:
             return
+        entry = self._snapshot.models.get((target, model))
+        inventory = entry.inventory if entry is not None else None
         async with self._lock:
-            await asyncio.to_thread(self._db.write, target, model, bench)
+            await asyncio.to_thread(self._db.write, target, model, bench, inventory)
 
-    async def history(self, target: str | None = None) -> list[tuple[str, str, Benchmark]]:
+    async def history(self, target: str | None = None) -> list[Stored]:
         if self._db is None:
             return []
         return await asyncio.to_thread(self._db.history, target)
@@ -424,7 +440,7 @@ class _Database:
     _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS results ("
         " target TEXT NOT NULL, model TEXT NOT NULL, finished_at REAL NOT NULL,"
-        " benchmark TEXT NOT NULL)",
+        " benchmark TEXT NOT NULL, inventory TEXT)",
         "CREATE INDEX IF NOT EXISTS results_by_model ON results (target, model, finished_at)",
         "CREATE INDEX IF NOT EXISTS results_by_time ON results (finished_at)",
     )
@@ -443,6 +459,9 @@ class _Database:
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
             for statement in self._SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+            if "inventory" not in columns:  # a file written before inventories were kept
+                conn.execute("ALTER TABLE results ADD COLUMN inventory TEXT")
             conn.commit()
         except (sqlite3.Error, OSError) as exc:
             log.warning("storage %s unusable (%s); results are kept in memory only", self.path, exc)
@@ -451,15 +470,19 @@ class _Database:
         self._conn = conn
         return conn
 
-    def write(self, target: str, model: str, bench: Benchmark) -> None:
+    def write(
+        self, target: str, model: str, bench: Benchmark, inventory: Inventory | None
+    ) -> None:
         conn = self._connect()
         if conn is None:
             return
         try:
+            inv = json.dumps(asdict(inventory), allow_nan=False) if inventory else None
             with conn:
                 conn.execute(
-                    "INSERT INTO results VALUES (?, ?, ?, ?)",
-                    (target, model, bench.finished_at, bench.to_json()),
+                    "INSERT INTO results (target, model, finished_at, benchmark, inventory)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (target, model, bench.finished_at, bench.to_json(), inv),
                 )
                 conn.execute(
                     "DELETE FROM results WHERE finished_at < ?", (time.time() - self.retention,)
@@ -467,24 +490,20 @@ class _Database:
         except (sqlite3.Error, OSError, ValueError) as exc:
             log.warning("could not store the result of %s on %s: %s", model, target, exc)
 
-    def latest(self) -> list[tuple[str, str, Benchmark]]:
+    def latest(self) -> list[Stored]:
         return self._select(
-            "SELECT target, model, benchmark FROM results r WHERE finished_at = "
+            "SELECT target, model, benchmark, inventory FROM results r WHERE finished_at = "
             "(SELECT MAX(finished_at) FROM results WHERE target = r.target AND model = r.model)",
             (),
         )
 
-    def history(self, target: str | None) -> list[tuple[str, str, Benchmark]]:
+    def history(self, target: str | None) -> list[Stored]:
+        columns = "SELECT target, model, benchmark, inventory FROM results"
         if target is None:
-            return self._select(
-                "SELECT target, model, benchmark FROM results ORDER BY finished_at", ()
-            )
-        return self._select(
-            "SELECT target, model, benchmark FROM results WHERE target = ? ORDER BY finished_at",
-            (target,),
-        )
+            return self._select(f"{columns} ORDER BY finished_at", ())
+        return self._select(f"{columns} WHERE target = ? ORDER BY finished_at", (target,))
 
-    def _select(self, sql: str, args: tuple[Any, ...]) -> list[tuple[str, str, Benchmark]]:
+    def _select(self, sql: str, args: tuple[Any, ...]) -> list[Stored]:
         conn = self._connect()
         if conn is None:
             return []
@@ -493,12 +512,15 @@ class _Database:
         except sqlite3.Error as exc:
             log.warning("could not read stored results from %s: %s", self.path, exc)
             return []
-        out = []
-        for target, model, text in rows:
+        out: list[Stored] = []
+        for target, model, text, inventory in rows:
             try:
-                out.append((str(target), str(model), Benchmark.from_json(text)))
+                bench = Benchmark.from_json(text)
+                inv = Inventory.from_json(inventory) if inventory else None
             except (ValueError, TypeError) as exc:
                 log.warning("skipping an unreadable stored result of %s: %s", model, exc)
+                continue
+            out.append((str(target), str(model), bench, inv))
         return out
 
     def close(self) -> None:

@@ -217,11 +217,15 @@ async def test_history_latest_and_all(emu, home, capsys) -> None:
     capsys.readouterr()
     assert await run(["--history"], env) == 0
     out = capsys.readouterr().out
-    assert out.split("\n")[0].split() == ["Model", "TTFT", "TPS", "Benchmarked"]
+    assert out.split("\n")[0].split() == ["Model", "Size", "Context", "Quant", "Capabilities",
+                                          "TTFT", "TPS", "Benchmarked"]  # fmt: skip
     assert table_models(out) == [LLAMA_1B, LLAMA]  # the latest result of each
     assert await run(["--history", "-v", "--json"], env) == 0
     every = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in every] == [LLAMA_1B, LLAMA_1B, LLAMA, LLAMA]
+    # The inventory is stored with each result, so history shows it too.
+    assert every[-1]["size_bytes"] and every[-1]["context_length_tokens"]
+    assert every[-1]["capabilities"]
     assert every[0]["benchmarked_at"] < every[1]["benchmarked_at"]
     assert await run(["--history", "--model", "qwen3"], env) == 1
     emu_calls = len(emu.records)

@@ -118,3 +118,46 @@ def test_full_disk_logs_and_keeps_results_in_memory(tmp_path) -> None:
     with sqlite3.connect(tmp_path / "ometer.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= 5
+
+
+async def test_inventory_is_stored_with_each_result(tmp_path) -> None:
+    import sqlite3 as sql
+
+    from factories import snapshot
+
+    store = Store(tmp_path)
+    store.set_targets([target()])
+    e = entry("local", "llama3.2:latest")
+    store._snapshot = snapshot([e])  # the store as the loop left it
+    assert e.benchmark is not None and e.inventory is not None
+    await store.persist("local", "llama3.2:latest", e.benchmark)
+    await store.close()
+
+    restored = Store(tmp_path)
+    restored.set_targets([target()])
+    await restored.restore()
+    got = restored.snapshot.models[("local", "llama3.2:latest")].inventory
+    assert got is not None
+    assert got.parameters == e.inventory.parameters
+    assert got.capabilities == e.inventory.capabilities
+    assert got.loaded is None and got.vram_bytes is None  # for /api/ps to say, not the disk
+    history = await restored.history()
+    assert history[0][3] is not None and history[0][3].context_length == 131072
+    await restored.close()
+
+    # A file from before inventories were stored gains the column and still reads.
+    old = tmp_path / "old"
+    old.mkdir()
+    with sql.connect(old / "ometer.sqlite3") as db:
+        db.execute("CREATE TABLE results (target TEXT NOT NULL, model TEXT NOT NULL, "
+                   "finished_at REAL NOT NULL, benchmark TEXT NOT NULL)")  # fmt: skip
+        row = ("local", "m:latest", e.benchmark.finished_at, e.benchmark.to_json())
+        db.execute("INSERT INTO results VALUES (?, ?, ?, ?)", row)
+    migrated = Store(old)
+    migrated.set_targets([target()])
+    await migrated.restore()
+    assert migrated.snapshot.models[("local", "m:latest")].benchmark == e.benchmark
+    await migrated.persist("local", "m:latest", e.benchmark)
+    await migrated.close()
+    with sql.connect(old / "ometer.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone() == (2,)
