@@ -130,6 +130,11 @@ CAPABILITY = _g(
 )
 LOADED = _g("ometer_model_loaded", "1 if the model is loaded on the target (/api/ps), else 0.")
 VRAM = _g("ometer_model_vram_bytes", "Bytes of the loaded model resident in GPU memory.")
+SELECTED = _g(
+    "ometer_model_selected",
+    "1 if the model is due to be benchmarked (include/exclude let it in, and it is loaded or "
+    "its target has select: all), else 0.",
+)
 SUCCESS = _g(
     "ometer_benchmark_success",
     "1 if the model's last cycle produced at least one good measured run, else 0." + CACHED,
@@ -176,7 +181,7 @@ PROMPT_TOKENS = Spec(
 )
 MODEL_SPECS: Final = (
     TTFT, TTFC, TPS, CLIENT_TPS, PROMPT_TPS, LOAD, REQUEST, QUEUE,
-    PARAMETERS, CONTEXT, SIZE, MODIFIED, INFO, CAPABILITY, LOADED, VRAM,
+    PARAMETERS, CONTEXT, SIZE, MODIFIED, INFO, CAPABILITY, LOADED, VRAM, SELECTED,
     SUCCESS, LAST_SUCCESS, LAST_RUN, TTFT_HIST, TPOT_HIST,
     RUNS, ERRORS, DISCARDED, OUTPUT_TOKENS, PROMPT_TOKENS,
 )  # fmt: skip
@@ -278,6 +283,7 @@ def _model_samples(entry: ModelEntry) -> tuple[list[Sample], list[HistSample]]:
         if inv.loaded is not None:
             put(LOADED, 1.0 if inv.loaded else 0.0)
             put(VRAM, inv.vram_bytes if inv.loaded else None)
+        put(SELECTED, 1.0 if inv.selected else 0.0)
     c = entry.counters
     if c.runs:
         if c.ttft.count:

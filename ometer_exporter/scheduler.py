@@ -195,7 +195,13 @@ class TargetWorker:
         inventory: dict[str, Inventory] = {}
         for tag in tags:
             show = await self._show(tag)
-            inventory[tag.name] = _inventory(tag, show, loaded)
+            inventory[tag.name] = _inventory(
+                tag,
+                show,
+                loaded,
+                wanted=wanted(self.target, tag.name),
+                select_all=self.target.select == "all",
+            )
         self.store.update_target(name, up=True, version=version, error=None)
         self.store.set_inventory(name, inventory)
         return tags
@@ -260,7 +266,12 @@ class TargetWorker:
 
 
 def _inventory(
-    tag: TagModel, show: ShowInfo | None, loaded: dict[str, int | None] | None
+    tag: TagModel,
+    show: ShowInfo | None,
+    loaded: dict[str, int | None] | None,
+    *,
+    wanted: bool,
+    select_all: bool,
 ) -> Inventory:
     caps = tag.capabilities if tag.capabilities is not None else (show.capabilities if show else ())
     parameters = show.parameter_count if show and show.parameter_count else None
@@ -280,6 +291,8 @@ def _inventory(
         capabilities=tuple(caps),
         loaded=is_loaded,
         vram_bytes=loaded.get(tag.name) if loaded is not None and is_loaded else None,
+        wanted=wanted,
+        select_all=select_all,
     )
 
 

@@ -55,6 +55,13 @@ class Inventory:
     capabilities: tuple[str, ...] = ()
     loaded: bool | None = None  # None: the target has no /api/ps (cloud), or not asked yet
     vram_bytes: int | None = None
+    wanted: bool = True  # include/exclude of its target let it in
+    select_all: bool = False  # its target benchmarks every model, not only loaded ones
+
+    @property
+    def selected(self) -> bool:
+        """Due to be benchmarked: wanted, and loaded or on a ``select: all`` target."""
+        return self.wanted and (self.select_all or self.loaded is True)
 
     @classmethod
     def from_json(cls, text: str) -> Inventory:

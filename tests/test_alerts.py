@@ -105,4 +105,4 @@ def test_data_forms_of_a_rule() -> None:
         "group_left 3 * ometer_benchmark_interval_seconds"
     )
     assert target_down == "(ometer_target_up == bool 0)"
-    assert unloaded == "(ometer_model_loaded == bool 0)"
+    assert unloaded == "(ometer_model_selected == bool 0)"

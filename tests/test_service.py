@@ -406,3 +406,27 @@ async def test_a_failed_cycle_keeps_the_last_good_values(emulator_factory,
     row = next(r for r in (await running.http.get("/export")).json() if r["model"] == LLAMA)
     assert row["ttft"] == good and row["error_type"] == "http_5xx"
     assert "runner died" in row["error"]
+
+
+async def test_selected_says_which_models_are_due(emulator_factory, start_exporter,
+                                                  tmp_path) -> None:  # fmt: skip
+    emu = await emulator_factory(models(), time_scale=0.01)
+    emu.preload(LLAMA)
+    loaded_only = await start_exporter(
+        config(emu.url, select="loaded", extra="    exclude: [nomic-embed-text]\n")
+    )
+    await loaded_only.cycles("local", 1)
+    m = await loaded_only.metrics()
+
+    def selected(model: str) -> float | None:
+        return sample(m, "ometer_model_selected", target="local", model=model)
+
+    assert selected(LLAMA) == 1  # loaded
+    assert selected(QWEN) == 0  # not loaded on a select: loaded target
+    assert selected(NOMIC) == 0  # excluded
+    await loaded_only.stop()
+    every = await start_exporter(config(emu.url, select="all"), storage=tmp_path / "other")
+    await every.cycles("local", 1)
+    m = await every.metrics()
+    assert sample(m, "ometer_model_selected", target="local", model=QWEN) == 1
+    assert sample(m, "ometer_model_loaded", target="local", model=QWEN) == 0  # unloaded again
