@@ -54,6 +54,7 @@ LOOP_LAG_LIMIT: Final = 0.010  # a run that saw the event loop stall longer is n
 MAX_RETRIES: Final = 2
 RETRY_BASE: Final = 1.0  # seconds before the first retry without Retry-After
 MAX_RETRY_AFTER: Final = 60.0  # a longer Retry-After fails the run instead of stalling the cycle
+UNLOAD_ON_STOP: Final = 1.0  # seconds an unload may take when a run is cancelled
 _NS: Final = 1e-9
 
 Kind = Literal["chat", "embedding"]
@@ -347,27 +348,35 @@ async def measure_model(
     if not loaded and not allow_load:
         return None
 
-    warmup: RunResult | None = None
-    if not loaded:
-        warmup = await bench.run(warmup=True, keep_alive=None, index=0)
-        if not warmup.ok:
-            return ModelResult(model, kind, started_at, time.time(), (), warmup, loaded_by_us=True)
-
-    loaded_by_us = warmup is not None
+    loaded_by_us = not loaded
     unload = loaded_by_us and settings.unload_after
+    warmup: RunResult | None = None
     runs: list[RunResult] = []
-    for index in range(settings.runs):
-        if runs and runs[-1].usage_limit:
-            break  # the cloud said stop: more requests would only be refused
-        last = index == settings.runs - 1
-        runs.append(
-            await bench.run(
-                warmup=False,
-                keep_alive=0 if unload and last else None,
-                index=index,
-                detect_reload=not cloud,
+    try:
+        if loaded_by_us:
+            warmup = await bench.run(warmup=True, keep_alive=None, index=0)
+            if not warmup.ok:
+                return ModelResult(model, kind, started_at, time.time(), (), warmup, True)
+        for index in range(settings.runs):
+            if runs and runs[-1].usage_limit:
+                break  # the cloud said stop: more requests would only be refused
+            last = index == settings.runs - 1
+            runs.append(
+                await bench.run(
+                    warmup=False,
+                    keep_alive=0 if unload and last else None,
+                    index=index,
+                    detect_reload=not cloud,
+                )
             )
-        )
+    except asyncio.CancelledError:
+        # Stopped mid-cycle (SIGTERM, reload, Ctrl-C in bench): still leave the server as we
+        # found it, within a second so shutdown stays prompt.
+        if unload:
+            with contextlib.suppress(OllamaError, TimeoutError):
+                async with asyncio.timeout(UNLOAD_ON_STOP):
+                    await client.unload(model, embedding=kind == "embedding")
+        raise
     if unload and not runs[-1].ok:
         # The run that would have unloaded it failed: leave the server as we found it anyway.
         with contextlib.suppress(OllamaError):

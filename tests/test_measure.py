@@ -7,6 +7,7 @@ import json
 
 import pytest
 from ollama_emulator import Fault, chat_model, embedding_model, thinking_model
+from service import until
 
 from ometer_exporter.config import BenchmarkSettings
 from ometer_exporter.measure import measure_model
@@ -366,3 +367,44 @@ def test_stalled_runs_are_left_out_only_while_clean_ones_exist() -> None:
     starved = ModelResult("m:latest", "chat", 0.0, 1.0, (stalled, stalled))
     assert starved.success and starved.ttft == pytest.approx(0.5)
     assert starved.discarded == {}  # used after all: better a noisy figure than none
+
+
+async def test_a_cancelled_cycle_still_unloads_what_it_loaded(emulator_factory) -> None:
+    import asyncio
+
+    model = chat_model("llama3.2:latest", load_seconds=0.05, decode_tokens_per_second=5.0,
+                       output_tokens=200)  # fmt: skip
+    emu = await emulator_factory([model])
+    async with OllamaClient(emu.url) as client:
+        task = asyncio.create_task(
+            measure_model(client, "llama3.2:latest", model.capabilities, SETTINGS)
+        )
+        await until(lambda: [r for r in chat_records(emu, "llama3.2:latest") if r.first_chunk],
+                    what="the first measured run streaming")  # fmt: skip
+        assert "llama3.2:latest" in emu.loaded()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        unloads = [r for r in emu.records_for("/api/chat") if r.body.get("keep_alive") == 0]
+    assert len(unloads) == 1 and unloads[0].body["messages"] == []
+    # As with Ollama, keep_alive 0 takes effect once the abandoned request has ended.
+    await until(lambda: "llama3.2:latest" not in emu.loaded(), what="the unload", within=5)
+
+
+async def test_a_cancelled_cycle_leaves_a_model_it_did_not_load(emulator_factory) -> None:
+    import asyncio
+
+    model = chat_model("llama3.2:latest", decode_tokens_per_second=5.0, output_tokens=200)
+    emu = await emulator_factory([model])
+    emu.preload("llama3.2:latest", keep_alive=-1)
+    async with OllamaClient(emu.url) as client:
+        task = asyncio.create_task(
+            measure_model(client, "llama3.2:latest", model.capabilities, SETTINGS)
+        )
+        await until(lambda: [r for r in chat_records(emu, "llama3.2:latest") if r.first_chunk],
+                    what="the first measured run streaming")  # fmt: skip
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert all("keep_alive" not in r.body for r in emu.records_for("/api/chat"))
+    assert emu.loaded()["llama3.2:latest"].keep_alive < 0
