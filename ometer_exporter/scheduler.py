@@ -142,7 +142,7 @@ class TargetWorker:
         except asyncio.CancelledError:
             raise
         except OllamaError as exc:
-            log.warning("target %s is down: %s", self.target.name, exc)
+            log.warning("target %s (%s) is down: %s", self.target.name, self.target.url, exc)
             self._down(exc.error_type.value, str(exc))
         except Exception as exc:  # a bug must not end the loop: log it, count it, go on
             log.exception("target %s: unexpected error in the benchmark loop", self.target.name)
