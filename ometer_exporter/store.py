@@ -65,13 +65,19 @@ class Inventory:
 
     @classmethod
     def from_json(cls, text: str) -> Inventory:
-        raw = json.loads(text)
-        if not isinstance(raw, dict):
-            raise ValueError("not an object")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in raw.items() if k in known}
-        data["capabilities"] = tuple(data.get("capabilities") or ())
-        return cls(**data)
+        return cls(**_stored_fields(cls, text, tuples=("capabilities",)))
+
+
+def _stored_fields(cls: type, text: str, *, tuples: tuple[str, ...]) -> dict[str, Any]:
+    """A stored JSON object's known fields (unknown ones, from a newer version, are dropped)."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("not an object")
+    known = {f.name for f in fields(cls)}
+    data = {k: v for k, v in raw.items() if k in known}
+    for key in tuples:
+        data[key] = tuple(data.get(key) or ())
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +152,7 @@ class Benchmark:
 
     @classmethod
     def from_json(cls, text: str) -> Benchmark:
-        raw = json.loads(text)
-        if not isinstance(raw, dict):
-            raise ValueError("not an object")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in raw.items() if k in known}
-        for key in ("run_ttft", "run_tokens_per_second"):
-            data[key] = tuple(data.get(key) or ())
-        return cls(**data)
+        return cls(**_stored_fields(cls, text, tuples=("run_ttft", "run_tokens_per_second")))
 
 
 @dataclass(frozen=True, slots=True)
