@@ -6,7 +6,7 @@ import itertools
 import json
 
 import pytest
-from ollama_emulator import Fault, chat_model, embedding_model, thinking_model
+from ollama_emulator import Fault, RequestRecord, chat_model, embedding_model, thinking_model
 from service import until
 
 from ometer_exporter.config import BenchmarkSettings
@@ -379,14 +379,20 @@ async def test_a_cancelled_cycle_still_unloads_what_it_loaded(emulator_factory) 
         task = asyncio.create_task(
             measure_model(client, "llama3.2:latest", model.capabilities, SETTINGS)
         )
-        await until(lambda: [r for r in chat_records(emu, "llama3.2:latest") if r.first_chunk],
-                    what="the first measured run streaming")  # fmt: skip
+        await until(lambda: [r for r in chat_records(emu, "llama3.2:latest")
+                             if r.first_chunk and r.body["options"]["num_predict"] > 1],
+                    what="the first measured run (not the warmup) streaming")  # fmt: skip
         assert "llama3.2:latest" in emu.loaded()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        unloads = [r for r in emu.records_for("/api/chat") if r.body.get("keep_alive") == 0]
-    assert len(unloads) == 1 and unloads[0].body["messages"] == []
+
+        def unloads() -> list[RequestRecord]:
+            return [r for r in emu.records_for("/api/chat")
+                    if r.body is not None and r.body.get("keep_alive") == 0]  # fmt: skip
+
+        await until(unloads, what="the unload request", within=5)
+    assert len(unloads()) == 1 and unloads()[0].body["messages"] == []
     # As with Ollama, keep_alive 0 takes effect once the abandoned request has ended.
     await until(lambda: "llama3.2:latest" not in emu.loaded(), what="the unload", within=5)
 
