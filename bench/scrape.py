@@ -255,27 +255,24 @@ def run(models: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
         _common.figure("loop stall with no scrapes (probe baseline)", str(idle))
         results["idle_stall"] = idle.as_dict()
 
-        static = open_loop(url, rate, duration)
-        st_stall = stall(base)
-        ok = static["p99_s"] <= 0.015 and static["errors"] == 0
-        _common.figure(f"open-loop {rate:g}/s, unchanged snapshot",
-                       _common.summary(static["latency_s"]) + f", errors {static['errors']}",
-                       "p99 <= 15 ms", ok)  # fmt: skip
-        _common.figure("  worst loop stall", str(st_stall), "<= 5 ms", st_stall.worst <= 5)
-        results["static"] = {k: v for k, v in static.items() if k != "latency_s"}
-        results["static_stall"] = st_stall.as_dict()
+        def phase(key: str, label: str, *, churn_every: float = 0.0) -> None:
+            """One open-loop phase: latency, errors and the worst loop stall it caused."""
+            if churn_every:
+                http("POST", base + f"/-/bench/churn?every={churn_every:g}")
+            load = open_loop(url, rate, duration)
+            if churn_every:
+                http("POST", base + "/-/bench/churn?every=0")
+            worst = stall(base)
+            ok = load["p99_s"] <= 0.015 and load["errors"] == 0
+            _common.figure(f"open-loop {rate:g}/s, {label}",
+                           _common.summary(load["latency_s"]) + f", errors {load['errors']}",
+                           "p99 <= 15 ms", ok)  # fmt: skip
+            _common.figure("  worst loop stall", str(worst), "<= 5 ms", worst.worst <= 5)
+            results[key] = {k: v for k, v in load.items() if k != "latency_s"}
+            results[f"{key}_stall"] = worst.as_dict()
 
-        http("POST", base + "/-/bench/churn?every=1")
-        churn = open_loop(url, rate, duration)
-        http("POST", base + "/-/bench/churn?every=0")
-        ch_stall = stall(base)
-        ok = churn["p99_s"] <= 0.015 and churn["errors"] == 0
-        _common.figure(f"open-loop {rate:g}/s, one result changing every 1 s",
-                       _common.summary(churn["latency_s"]) + f", errors {churn['errors']}",
-                       "p99 <= 15 ms", ok)  # fmt: skip
-        _common.figure("  worst loop stall", str(ch_stall), "<= 5 ms", ch_stall.worst <= 5)
-        results["churn"] = {k: v for k, v in churn.items() if k != "latency_s"}
-        results["churn_stall"] = ch_stall.as_dict()
+        phase("static", "unchanged snapshot")
+        phase("churn", "one result changing every 1 s", churn_every=1.0)
 
         closed = wrk(url, duration)
         wrk_stall = stall(base)
