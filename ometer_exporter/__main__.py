@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ometer_exporter.cli import main
+from ometer_exporter.cli.main import main
 
 raise SystemExit(main())

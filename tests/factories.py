@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from types import MappingProxyType
 
-from ometer_exporter.store import (
+from ometer_exporter.store.records import (
     TPOT_BUCKETS,
     TTFT_BUCKETS,
-    Benchmark,
     Counters,
     Histogram,
     Inventory,
     Method,
     ModelEntry,
+    Record,
     Snapshot,
     TargetState,
 )
@@ -46,7 +46,7 @@ def entry(
             loaded=True,
             vram_bytes=2_500_000_000,
         ),
-        benchmark=Benchmark(
+        benchmark=Record(
             kind=kind,
             started_at=now - 5,
             finished_at=now,

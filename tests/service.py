@@ -13,8 +13,9 @@ import pytest_asyncio
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from ometer_exporter.config import Overrides, load_settings
-from ometer_exporter.web import Exporter, create_app
+from ometer_exporter.config.load import load_settings
+from ometer_exporter.config.settings import Overrides
+from ometer_exporter.web.app import Exporter, create_app
 
 
 @dataclass

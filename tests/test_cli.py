@@ -18,7 +18,7 @@ import pytest
 from ollama_emulator import chat_model
 
 from ometer_exporter import __version__
-from ometer_exporter.cli import main
+from ometer_exporter.cli.main import main
 
 CONFFILES = Path(__file__).parent / "conffiles"
 
@@ -128,7 +128,7 @@ async def test_serve_answers_fast_and_stops_on_sigterm(emulator_factory, tmp_pat
         stopped = await terminate(process)
     assert process.returncode == 0
     assert stopped < 5
-    assert first_metrics < 5  # a cold Python start; the 1 s target is measured in bench/
+    assert first_metrics < 5  # a cold Python start; the 1 s target is measured in perf/
     with sqlite3.connect(tmp_path / "data" / "ometer.sqlite3") as db:
         stored = db.execute("SELECT target, model FROM results").fetchall()
     assert ("local", "llama3.2:latest") in stored

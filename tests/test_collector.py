@@ -14,8 +14,9 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from ometer_exporter.collector import Exposition, full_render
-from ometer_exporter.store import Inventory, ModelEntry, Snapshot
+from ometer_exporter.store.records import Inventory, ModelEntry, Snapshot
+from ometer_exporter.views.exposition import Exposition
+from ometer_exporter.views.reference import full_render
 
 
 def samples(families) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
@@ -87,7 +88,7 @@ async def test_unchanged_snapshot_is_not_rerendered(snap: Snapshot, monkeypatch)
 
 
 async def test_only_changed_models_are_rerendered(snap: Snapshot, monkeypatch) -> None:
-    import ometer_exporter.collector as collector
+    import ometer_exporter.views.exposition as collector
 
     exposition = Exposition()
     await exposition.render(snap, openmetrics=False, gzip=False)

@@ -6,20 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from ometer_exporter.config import (
+from ometer_exporter.config.checks import ConfigError, parse_duration
+from ometer_exporter.config.describe import describe
+from ometer_exporter.config.load import load_settings
+from ometer_exporter.config.settings import (
     DEFAULT_PROMPTS,
     BenchmarkSettings,
-    ConfigError,
     Overrides,
     Settings,
     StorageSettings,
     TargetSettings,
     Timeouts,
-    describe,
-    load_settings,
-    normalize_ollama_host,
-    parse_duration,
 )
+from ometer_exporter.config.urls import normalize_ollama_host
 
 CONFFILES = Path(__file__).parent / "conffiles"
 EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"

@@ -37,7 +37,8 @@ from ollama_emulator import chat_model
 from prometheus_client.parser import text_string_to_metric_families
 
 from ometer_exporter import __version__
-from ometer_exporter.config import Overrides, load_settings
+from ometer_exporter.config.load import load_settings
+from ometer_exporter.config.settings import Overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -187,7 +188,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_secret_free() -> None:
     assert one(final, "EXPOSE") == str(DEFAULT_PORT)
     assert json.loads(one(final, "ENTRYPOINT")) == ["ometer-exporter"]
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^ometer-exporter = "ometer_exporter\.cli:main"$', pyproject, re.M)
+    assert re.search(r'^ometer-exporter = "ometer_exporter\.cli\.main:main"$', pyproject, re.M)
     env = env_of(final)
     volume = json.loads(one(final, "VOLUME"))
     assert volume == ["/var/lib/ometer"] == [env["OMETER_STORAGE_PATH"]]
@@ -276,7 +277,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
         "tests/conftest.py",
     ):
         assert dockerignored(path, patterns), f"{path} would enter the build context"
-    for path in ("pyproject.toml", "README.md", "ometer_exporter/cli.py"):
+    for path in ("pyproject.toml", "README.md", "ometer_exporter/cli/main.py"):
         assert not dockerignored(path, patterns), f"{path} is needed by the build"
 
 
@@ -365,7 +366,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
 
 def test_wheel_holds_the_package_and_nothing_else(image: Image) -> None:
     names = zipfile.ZipFile(image.wheel).namelist()
-    modules = {f"ometer_exporter/{p.name}" for p in (ROOT / "ometer_exporter").glob("*.py")}
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "ometer_exporter").rglob("*.py")}
     assert modules <= set(names), f"missing from the wheel: {modules - set(names)}"
     top = {n.split("/")[0] for n in names}
     assert top == {
@@ -374,7 +375,7 @@ def test_wheel_holds_the_package_and_nothing_else(image: Image) -> None:
     }, top
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(image.wheel).read(entry_points).decode()
-    assert "ometer-exporter = ometer_exporter.cli:main" in text
+    assert "ometer-exporter = ometer_exporter.cli.main:main" in text
     assert not (image.venv / "bin" / "pip").exists(), "the runtime venv should carry no pip"
 
 

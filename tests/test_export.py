@@ -9,16 +9,9 @@ import json
 import pytest
 from factories import entry, snapshot
 
-from ometer_exporter.export import (
-    COLUMNS,
-    ExportError,
-    Query,
-    format_size,
-    rows,
-    to_csv,
-    to_json,
-)
-from ometer_exporter.store import ModelEntry
+from ometer_exporter.store.records import ModelEntry
+from ometer_exporter.views.query import ExportError, Query
+from ometer_exporter.views.rows import COLUMNS, format_size, rows, to_csv, to_json
 
 
 @pytest.fixture

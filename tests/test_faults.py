@@ -77,7 +77,7 @@ FAULTS = [
                          ids=[name for name, _, _ in FAULTS])  # fmt: skip
 async def test_model_fault(emulator_factory, start_exporter, monkeypatch, fault,
                            error_type) -> None:  # fmt: skip
-    monkeypatch.setattr("ometer_exporter.measure.RETRY_BASE", 0.05)
+    monkeypatch.setattr("ometer_exporter.measure.model.RETRY_BASE", 0.05)
     a = await emulator_factory([chat_model(A1), chat_model(A2)])
     b = await emulator_factory([chat_model(B1)])
     for emu, name in ((a, A1), (a, A2), (b, B1)):

@@ -9,9 +9,10 @@ import pytest
 from ollama_emulator import Fault, RequestRecord, chat_model, embedding_model, thinking_model
 from service import until
 
-from ometer_exporter.config import BenchmarkSettings
-from ometer_exporter.measure import measure_model
-from ometer_exporter.ollama import ErrorType, OllamaClient
+from ometer_exporter.client.errors import ErrorType
+from ometer_exporter.client.ollama import OllamaClient
+from ometer_exporter.config.settings import BenchmarkSettings
+from ometer_exporter.measure.model import measure_model
 
 # Timing bounds: the emulator shares the test's event loop, so client and ground truth read the
 # same perf_counter; 5 ms is generous for loopback on an idle machine.
@@ -318,7 +319,7 @@ async def test_503_honours_retry_after(emulator_factory) -> None:
 
 
 async def test_503_without_retry_after_backs_off_exponentially(emulator_factory) -> None:
-    import ometer_exporter.measure as measure
+    import ometer_exporter.measure.model as measure
 
     model = chat_model("llama3.2:latest")
     emu = await emulator_factory([model])
@@ -357,7 +358,7 @@ async def test_usage_limit_stops_the_model_without_retrying(emulator_factory) ->
 def test_stalled_runs_are_left_out_only_while_clean_ones_exist() -> None:
     from dataclasses import replace
 
-    from ometer_exporter.measure import ModelResult, RunResult
+    from ometer_exporter.measure.results import ModelResult, RunResult
 
     clean = RunResult(warmup=False, sent_at=0.0, first_token_at=0.1, ended_at=1.0)
     stalled = replace(clean, first_token_at=0.5, discarded=("loop_lag",))

@@ -16,17 +16,16 @@ from ollama_emulator import (
     thinking_model,
 )
 
-from ometer_exporter.config import Timeouts
-from ometer_exporter.ollama import (
+from ometer_exporter.client.errors import (
     OllamaAuthError,
-    OllamaClient,
     OllamaError,
     OllamaNotFound,
     OllamaRateLimited,
     OllamaTimeout,
-    match_model,
-    parse_parameter_size,
 )
+from ometer_exporter.client.ollama import OllamaClient
+from ometer_exporter.config.settings import Timeouts
+from ometer_exporter.names import match_model, parse_parameter_size
 
 
 async def test_inventory_endpoints(emulator_factory) -> None:

@@ -10,8 +10,11 @@ from html.parser import HTMLParser
 
 from factories import entry, snapshot
 
-from ometer_exporter import __version__, export, page
-from ometer_exporter.store import ModelEntry
+from ometer_exporter import __version__
+from ometer_exporter.store.records import ModelEntry
+from ometer_exporter.views import page
+from ometer_exporter.views import query as queries
+from ometer_exporter.views import rows as export
 
 EVIL = "<img src=x onerror=alert(1)>\"'&:latest"
 
@@ -91,8 +94,8 @@ def test_csp_allows_exactly_the_inline_script_and_style() -> None:
 def test_row_ranks_are_exports_sort_orders() -> None:
     snap = render_snapshot()
     elements = parsed(page.render(snap, version=__version__))
-    rows = [r for r in export.rows(snap, export.Query()) if r["kind"] == "chat"]
-    for key in export.SORT_KEYS:
+    rows = [r for r in export.rows(snap, queries.Query()) if r["kind"] == "chat"]
+    for key in queries.SORT_KEYS:
         for reverse in (False, True):
             attr = f"data-r-{key}{'-rev' if reverse else ''}"
             by_rank = [

@@ -143,7 +143,7 @@ async def test_prometheus_scrapes_the_exporter(
     # This test is about the series reaching Prometheus, not about accuracy: on a busy machine
     # the loop that runs the emulator, the exporter and this test stalls, and every run would be
     # discarded for loop lag (leaving the benchmark gauges empty).
-    monkeypatch.setattr("ometer_exporter.measure.LOOP_LAG_LIMIT", 5.0)
+    monkeypatch.setattr("ometer_exporter.measure.model.LOOP_LAG_LIMIT", 5.0)
     emu = await emulator_factory(models(), time_scale=0.05, version="0.33.0")
     emu.preload(LLAMA)
     # An error and a discarded run, so the error and discard series exist.

@@ -14,10 +14,15 @@ from factories import entry, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ometer_exporter.config import ConfigError, Overrides, Settings, load_settings
-from ometer_exporter.export import Query, rows, to_csv, to_json
-from ometer_exporter.ollama import ChatStream, OllamaClient, OllamaError
-from ometer_exporter.store import ModelEntry
+from ometer_exporter.client.errors import OllamaError
+from ometer_exporter.client.ollama import OllamaClient
+from ometer_exporter.client.replies import ChatStream
+from ometer_exporter.config.checks import ConfigError
+from ometer_exporter.config.load import load_settings
+from ometer_exporter.config.settings import Overrides, Settings
+from ometer_exporter.store.records import ModelEntry
+from ometer_exporter.views.query import Query
+from ometer_exporter.views.rows import rows, to_csv, to_json
 
 # -- the stream parser ----------------------------------------------------------------------
 

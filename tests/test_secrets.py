@@ -7,7 +7,7 @@ import logging
 import pytest
 from ollama_emulator import Fault, chat_model
 
-from ometer_exporter.cli import main
+from ometer_exporter.cli.main import main
 
 SECRET = "sk-ometer-canary-5b2f9e1d"
 

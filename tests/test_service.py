@@ -279,8 +279,9 @@ async def test_gzip_and_openmetrics(emulator_factory, start_exporter) -> None:
 async def test_not_ready_before_start(emulator_factory, tmp_path) -> None:
     from aiohttp import web
 
-    from ometer_exporter.config import Overrides, load_settings
-    from ometer_exporter.web import Exporter, create_app
+    from ometer_exporter.config.load import load_settings
+    from ometer_exporter.config.settings import Overrides
+    from ometer_exporter.web.app import Exporter, create_app
 
     emu = await emulator_factory(models())
     path = tmp_path / "c.yaml"
@@ -307,7 +308,7 @@ async def test_not_ready_before_start(emulator_factory, tmp_path) -> None:
 async def test_ps_poll_between_cycles_keeps_loaded_current(
     emulator_factory, start_exporter, monkeypatch
 ) -> None:
-    import ometer_exporter.scheduler as scheduler
+    import ometer_exporter.loop.worker as scheduler
 
     monkeypatch.setattr(scheduler, "PS_POLL_INTERVAL", 0.05)
     emu = await emulator_factory(models(), time_scale=0.01)
@@ -336,7 +337,7 @@ async def test_ps_poll_between_cycles_keeps_loaded_current(
 
 
 async def test_the_loop_survives_a_bug(emulator_factory, start_exporter, monkeypatch) -> None:
-    from ometer_exporter.measure import measure_model as real
+    from ometer_exporter.measure.model import measure_model as real
 
     calls = {"n": 0}
 
@@ -346,7 +347,7 @@ async def test_the_loop_survives_a_bug(emulator_factory, start_exporter, monkeyp
             raise RuntimeError("a bug in the measurement")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr("ometer_exporter.scheduler.measure_model", flaky)
+    monkeypatch.setattr("ometer_exporter.loop.worker.measure_model", flaky)
     emu = await emulator_factory(models(), time_scale=0.01)
     emu.preload(LLAMA)
     running = await start_exporter(config(emu.url, interval="100ms", select="loaded"))

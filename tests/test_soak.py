@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_tiny_soak() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), "--runs", "300"],
+        [sys.executable, str(ROOT / "perf" / "soak.py"), "--runs", "300"],
         capture_output=True, text=True, timeout=180, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

@@ -8,7 +8,8 @@ import time
 
 from factories import entry
 
-from ometer_exporter.store import Method, Store, TargetState
+from ometer_exporter.store.records import Method, TargetState
+from ometer_exporter.store.store import Store
 
 METHOD = Method("default", 128, "auto")
 
@@ -89,7 +90,8 @@ def test_full_disk_logs_and_keeps_results_in_memory(tmp_path) -> None:
         import asyncio, dataclasses, logging, resource, sys
         sys.path.insert(0, "tests")
         from factories import entry
-        from ometer_exporter.store import Method, Store, TargetState
+        from ometer_exporter.store.records import Method, TargetState
+        from ometer_exporter.store.store import Store
         logging.basicConfig(level=logging.WARNING)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 

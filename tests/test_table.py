@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 from factories import entry
 
-from ometer_exporter import export, table
-from ometer_exporter.store import ModelEntry
+from ometer_exporter.store.records import ModelEntry
+from ometer_exporter.views import grades, table
+from ometer_exporter.views import rows as export
 
 GREEN, ORANGE, RED, DIM, BOLD, RESET = (
     "\x1b[32m", "\x1b[38;5;208m", "\x1b[31m", "\x1b[2m", "\x1b[1m", "\x1b[0m",
@@ -53,18 +54,18 @@ def test_no_colour_gives_plain_aligned_text() -> None:
 
 
 def test_percentiles_and_grades() -> None:
-    assert table.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.33) == pytest.approx(3.97)
-    assert table.thresholds([10.0, 1.0, 4.0, 7.0]) == pytest.approx((3.97, 6.94))
-    assert table.thresholds([]) is None
+    assert grades.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.33) == pytest.approx(3.97)
+    assert grades.thresholds([10.0, 1.0, 4.0, 7.0]) == pytest.approx((3.97, 6.94))
+    assert grades.thresholds([]) is None
     cuts = (2.0, 4.0)
-    assert [table.grade(v, cuts, higher_is_better=False) for v in (1, 2, 3, 4, 5)] == [
+    assert [grades.grade(v, cuts, higher_is_better=False) for v in (1, 2, 3, 4, 5)] == [
         "good", "good", "fair", "fair", "poor",
     ]  # fmt: skip
-    assert [table.grade(v, cuts, higher_is_better=True) for v in (1, 2, 3, 4, 5)] == [
+    assert [grades.grade(v, cuts, higher_is_better=True) for v in (1, 2, 3, 4, 5)] == [
         "poor", "fair", "fair", "good", "good",
     ]  # fmt: skip
     # One value is the best of its table.
-    assert table.grades([export.row(entry("local", "solo:latest"))], "tps") == ["good"]
+    assert grades.grades([export.row(entry("local", "solo:latest"))], "tps") == ["good"]
 
 
 def test_failures_are_red_and_listed_embeddings_graded_apart() -> None:
@@ -79,7 +80,7 @@ def test_failures_are_red_and_listed_embeddings_graded_apart() -> None:
     # A fast embedding model must not push the chat models' grades around.
     rows.append(export.row(entry("local", "nomic-embed-text:latest", ttft=0.01, tps=9000.0,
                                  kind="embedding")))  # fmt: skip
-    assert table.grades(rows, "tps") == ["good", "fair", "poor", "poor", "good"]
+    assert grades.grades(rows, "tps") == ["good", "fair", "poor", "poor", "good"]
     text = table.render(rows, table.Layout(ttft=False), color=True)
     gemma = next(line for line in text.split("\n") if line.startswith("gemma3:4b"))
     assert gemma.endswith(f"{RED}error{RESET}")
@@ -118,10 +119,10 @@ def test_untrusted_text_cannot_drive_the_terminal() -> None:
 
 
 def test_trend() -> None:
-    assert table.trend(0.10, 0.20, "ttft") == "↑"
-    assert table.trend(0.30, 0.20, "ttft") == "↓"
-    assert table.trend(0.204, 0.20, "ttft") == "→"
-    assert table.trend(110.0, 100.0, "tps") == "↑"
-    assert table.trend(96.0, 100.0, "tps") == "→"
-    assert table.trend(None, 100.0, "tps") == ""
-    assert table.trend(1.0, None, "tps") == ""
+    assert grades.trend(0.10, 0.20, "ttft") == "↑"
+    assert grades.trend(0.30, 0.20, "ttft") == "↓"
+    assert grades.trend(0.204, 0.20, "ttft") == "→"
+    assert grades.trend(110.0, 100.0, "tps") == "↑"
+    assert grades.trend(96.0, 100.0, "tps") == "→"
+    assert grades.trend(None, 100.0, "tps") == ""
+    assert grades.trend(1.0, None, "tps") == ""

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from ollama_emulator import chat_model
 
-from ometer_exporter.cli import main
+from ometer_exporter.cli.main import main
 
 ENDPOINTS = ["/metrics", "/export", "/", "/-/healthy", "/-/ready"]
 
@@ -91,7 +91,7 @@ async def test_basic_auth_on_every_endpoint(emulator_factory, start_exporter,
 
 async def test_bcrypt_is_cached_and_off_the_loop(emulator_factory, start_exporter, tmp_path,
                                                  monkeypatch) -> None:  # fmt: skip
-    import ometer_exporter.webconfig as webconfig
+    import ometer_exporter.web.auth as webconfig
 
     emu = await emulator_factory([chat_model()])
     # A realistic cost (12 rounds: ~0.2 s of CPU per check).

@@ -1,0 +1,1 @@
+"""The command line: `serve` (the default), `--config.check`, and the one-shot `bench`."""

@@ -1,0 +1,1 @@
+"""`ometer-exporter bench`: one benchmark cycle in the terminal, with OMeter's flags (`run`)."""

@@ -1,0 +1,1 @@
+"""The Ollama client: the one stage that speaks Ollama's wire format."""

@@ -1,0 +1,390 @@
+"""Async client for Ollama's HTTP API: the one module that knows the wire format.
+
+Endpoints: ``/api/version``, ``/api/tags``, ``/api/show``, ``/api/ps``, streamed ``/api/chat``
+and ``/api/embed``. Every failure is an :class:`OllamaError` whose ``error_type`` is one of the
+fixed set exported as ``ometer_benchmark_errors_total{error_type}``. Every call has phased
+deadlines (connect, first byte, idle between chunks, total) because httpx has no total deadline
+of its own and a slow drip must still end.
+
+The client never keeps response text it does not need: chunk contents are counted, not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from time import perf_counter
+from typing import Any, Final
+
+import httpx
+
+from ometer_exporter import __version__
+from ometer_exporter.client.errors import (
+    OllamaAuthError,
+    OllamaBadResponse,
+    OllamaConnectError,
+    OllamaError,
+    OllamaHTTPError,
+    OllamaNotFound,
+    OllamaRateLimited,
+    OllamaStreamError,
+    OllamaStreamIncomplete,
+    OllamaTimeout,
+)
+from ometer_exporter.client.replies import (
+    ChatStream,
+    DoneFields,
+    EmbedResponse,
+    LineSplitter,
+    LoadedModel,
+    ShowInfo,
+    TagModel,
+    done_fields,
+    models_list,
+    parse_line,
+    parse_loaded,
+    parse_retry_after,
+    parse_show,
+    parse_tag,
+)
+from ometer_exporter.config.settings import Timeouts
+
+MAX_BODY_BYTES: Final = 64 << 20  # /api/show lists every tensor; still far below this
+_ERROR_TEXT_LIMIT: Final = 300
+# Idle connections are kept across benchmark cycles so TCP/TLS setup never lands in a TTFT.
+_KEEPALIVE_EXPIRY: Final = 24 * 3600.0
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+
+
+class OllamaClient:
+    """One keep-alive connection pool to one Ollama server.
+
+    ``api_key`` is sent as ``Authorization: Bearer`` (Ollama Cloud) and redacted from every
+    error message the client produces.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeouts: Timeouts | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._timeouts = timeouts or Timeouts()
+        self._api_key = api_key or None
+        headers = {"User-Agent": f"ometer-exporter/{__version__}", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        t = self._timeouts
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            # Reads are bounded by our own phased deadlines (first byte, idle, total).
+            timeout=httpx.Timeout(connect=t.connect, read=None, write=t.idle, pool=t.connect),
+            limits=httpx.Limits(
+                max_connections=16, max_keepalive_connections=4, keepalive_expiry=_KEEPALIVE_EXPIRY
+            ),
+            transport=transport,
+            trust_env=False,  # never route benchmark traffic through an ambient proxy
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> OllamaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- simple JSON endpoints ---------------------------------------------------------------
+
+    async def version(self) -> str:
+        obj = await self._json("GET", "/api/version")
+        version = obj.get("version") if isinstance(obj, dict) else None
+        if not isinstance(version, str):
+            raise OllamaBadResponse("/api/version: no version string")
+        return version[:64]
+
+    async def tags(self) -> list[TagModel]:
+        obj = await self._json("GET", "/api/tags")
+        return [parse_tag(entry) for entry in models_list(obj, "/api/tags")]
+
+    async def show(self, model: str) -> ShowInfo:
+        return parse_show(await self._json("POST", "/api/show", {"model": model}))
+
+    async def ps(self) -> list[LoadedModel]:
+        obj = await self._json("GET", "/api/ps")
+        return [parse_loaded(entry) for entry in models_list(obj, "/api/ps")]
+
+    async def unload(self, model: str, *, embedding: bool = False) -> None:
+        """Unload a model now (empty request with ``keep_alive: 0``)."""
+        if embedding:
+            await self._json("POST", "/api/embed", {"model": model, "input": [], "keep_alive": 0})
+        else:
+            await self._json("POST", "/api/chat", {"model": model, "messages": [], "keep_alive": 0})
+
+    async def embed(
+        self, model: str, inputs: list[str], *, keep_alive: float | None = None
+    ) -> EmbedResponse:
+        body: dict[str, Any] = {"model": model, "input": inputs}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        sent_at = perf_counter()
+        obj = await self._json("POST", "/api/embed", body)
+        ended_at = perf_counter()
+        if not isinstance(obj, dict) or not isinstance(obj.get("embeddings"), list):
+            raise OllamaBadResponse("/api/embed: no embeddings list in the reply")
+        vectors: list[Any] = obj["embeddings"]
+        first = vectors[0] if vectors else None
+        return EmbedResponse(
+            sent_at=sent_at,
+            ended_at=ended_at,
+            embeddings=len(vectors),
+            dimensions=len(first) if isinstance(first, list) else None,
+            done=done_fields(obj),
+        )
+
+    # -- streamed chat -----------------------------------------------------------------------
+
+    async def chat(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        options: dict[str, Any],
+        think: bool | None = None,
+        keep_alive: float | None = None,
+    ) -> ChatStream:
+        """Stream one chat request to its end and return its clocks and final fields.
+
+        ``think`` and ``keep_alive`` are sent only when given: each changes server state
+        (a 400 on non-thinking models; a loaded model's keep-alive setting).
+        """
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "options": options,
+        }
+        if think is not None:
+            body["think"] = think
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        return await self._stream_chat(json.dumps(body).encode())
+
+    async def _stream_chat(self, payload: bytes) -> ChatStream:
+        loop = asyncio.get_running_loop()
+        t = self._timeouts
+        request = self._http.build_request(
+            "POST", "/api/chat", content=payload, headers={"Content-Type": "application/json"}
+        )
+        total_deadline = loop.time() + t.total
+        phase = "first_byte"
+        sent_at = perf_counter()
+        try:
+            first_byte = min(total_deadline, loop.time() + t.first_byte)
+            async with asyncio.timeout_at(first_byte) as deadline:
+                response = await self._send(request)
+                headers_at = perf_counter()
+                try:
+                    if response.status_code != 200:
+                        raise await self._status_error(response, "/api/chat")
+                    phase = "idle"
+                    return await self._read_chat(
+                        response, deadline, total_deadline, sent_at, headers_at
+                    )
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            if loop.time() >= total_deadline - 0.001:
+                phase = "total"
+            limit = {"first_byte": t.first_byte, "idle": t.idle, "total": t.total}[phase]
+            raise OllamaTimeout(
+                f"/api/chat: {_PHASE_TEXT[phase]} deadline of {limit:g}s passed", phase=phase
+            ) from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, "/api/chat", streaming=phase == "idle") from None
+
+    async def _read_chat(
+        self,
+        response: httpx.Response,
+        deadline: asyncio.Timeout,
+        total_deadline: float,
+        sent_at: float,
+        headers_at: float,
+    ) -> ChatStream:
+        loop = asyncio.get_running_loop()
+        idle = self._timeouts.idle
+        splitter = LineSplitter()
+        first_token_at: float | None = None
+        first_content_at: float | None = None
+        last_token_at: float | None = None
+        thinking_chunks = content_chunks = 0
+        done: DoneFields | None = None
+        parse = parse_line
+        async for data in response.aiter_raw():
+            now = perf_counter()
+            deadline.reschedule(min(total_deadline, loop.time() + idle))
+            for line in splitter.feed(data):
+                obj = parse(line)
+                if obj is None:
+                    continue
+                if "error" in obj:
+                    raise OllamaStreamError(
+                        f"/api/chat: error during the stream: {self._safe(obj['error'])}"
+                    )
+                if done is not None:
+                    continue  # nothing follows done; tolerate it without counting it
+                message = obj.get("message")
+                if isinstance(message, dict):
+                    thinking = message.get("thinking")
+                    content = message.get("content")
+                    if thinking or content:
+                        if first_token_at is None:
+                            first_token_at = now
+                        last_token_at = now
+                        if content:
+                            content_chunks += 1
+                            if first_content_at is None:
+                                first_content_at = now
+                        else:
+                            thinking_chunks += 1
+                if obj.get("done") is True:
+                    done = done_fields(obj)
+        ended_at = perf_counter()
+        if splitter.pending.strip():
+            raise OllamaStreamIncomplete("/api/chat: the stream ended inside a line")
+        if done is None:
+            raise OllamaStreamIncomplete("/api/chat: the stream ended without its done line")
+        return ChatStream(
+            sent_at=sent_at,
+            headers_at=headers_at,
+            first_token_at=first_token_at,
+            first_content_at=first_content_at,
+            last_token_at=last_token_at,
+            ended_at=ended_at,
+            thinking_chunks=thinking_chunks,
+            content_chunks=content_chunks,
+            done=done,
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._http.send(request, stream=True)
+        except httpx.ConnectTimeout:
+            raise OllamaTimeout(
+                f"{request.url.path}: connect deadline of {self._timeouts.connect:g}s passed",
+                phase="connect",
+            ) from None
+
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A non-streamed call with connect, first-byte and total deadlines."""
+        loop = asyncio.get_running_loop()
+        t = self._timeouts
+        content = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        request = self._http.build_request(method, path, content=content, headers=headers)
+        total_deadline = loop.time() + t.total
+        phase = "first_byte"
+        try:
+            first_byte = min(total_deadline, loop.time() + t.first_byte)
+            async with asyncio.timeout_at(first_byte) as deadline:
+                response = await self._send(request)
+                try:
+                    if response.status_code != 200:
+                        raise await self._status_error(response, path)
+                    phase = "idle"
+                    deadline.reschedule(total_deadline)
+                    raw = await self._read_body(response, path)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            phase = "total" if phase == "idle" or loop.time() >= total_deadline - 0.001 else phase
+            limit = t.total if phase == "total" else t.first_byte
+            raise OllamaTimeout(
+                f"{path}: {_PHASE_TEXT[phase]} deadline of {limit:g}s passed", phase=phase
+            ) from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, path, streaming=phase == "idle") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise OllamaBadResponse(f"{path}: the reply is not JSON") from None
+
+    async def _read_body(self, response: httpx.Response, path: str) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for data in response.aiter_raw():
+            size += len(data)
+            if size > MAX_BODY_BYTES:
+                raise OllamaBadResponse(f"{path}: the reply exceeds {MAX_BODY_BYTES} bytes")
+            chunks.append(data)
+        return b"".join(chunks)
+
+    async def _status_error(self, response: httpx.Response, path: str) -> OllamaError:
+        """Map an HTTP error status and its ``{"error": ...}`` body to a typed error."""
+        status = response.status_code
+        text = ""
+        try:
+            raw = b""
+            async for data in response.aiter_raw():
+                raw += data
+                if len(raw) > 64 << 10:
+                    break
+            try:
+                obj = json.loads(raw)
+                text = str(obj.get("error", "")) if isinstance(obj, dict) else ""
+            except ValueError:
+                text = raw.decode("utf-8", "replace")
+        except httpx.TransportError:
+            pass
+        message = f"{path}: HTTP {status}" + (f": {self._safe(text)}" if text.strip() else "")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status in (401, 403):
+            return OllamaAuthError(message, status=status)
+        if status in (404, 410):
+            return OllamaNotFound(message, status=status)
+        if status == 429:
+            return OllamaRateLimited(message, status=status, retry_after=retry_after)
+        if status < 400 or status > 599:
+            return OllamaBadResponse(message, status=status)
+        return OllamaHTTPError(message, status=status, retry_after=retry_after)
+
+    def _transport_error(
+        self, exc: httpx.TransportError, path: str, *, streaming: bool
+    ) -> OllamaError:
+        detail = self._safe(str(exc) or type(exc).__name__)
+        if isinstance(exc, httpx.TimeoutException):
+            # httpx's own write/pool timeouts; reads are bounded by our deadlines.
+            return OllamaTimeout(f"{path}: {detail}", phase="connect")
+        if streaming:
+            return OllamaStreamIncomplete(f"{path}: connection lost during the reply: {detail}")
+        if isinstance(exc, httpx.ConnectError):
+            return OllamaConnectError(f"{path}: cannot connect: {detail}")
+        return OllamaConnectError(f"{path}: connection failed before a reply: {detail}")
+
+    def _safe(self, value: object) -> str:
+        """Server-supplied text made safe to log and show: one line, bounded, no secret."""
+        text = value if isinstance(value, str) else json.dumps(value)
+        if self._api_key:
+            text = text.replace(self._api_key, "<redacted>")
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
+        if len(text) > _ERROR_TEXT_LIMIT:
+            text = text[:_ERROR_TEXT_LIMIT] + "…"
+        return text
+
+
+_PHASE_TEXT: Final = {
+    "connect": "connect",
+    "first_byte": "first-byte",
+    "idle": "idle (between chunks)",
+    "total": "total",
+}

@@ -1,0 +1,102 @@
+"""The settings every stage reads: plain frozen values, validated once by ``config.load``.
+
+Nothing here reads a file or the environment; downstream stages import these types only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ThinkMode = Literal["auto", "true", "false"]
+SelectMode = Literal["loaded", "all"]
+
+# Each prompt asks for several sentences so a run produces enough tokens for a stable decode
+# rate (runs under 8 output tokens are discarded as "short").
+DEFAULT_PROMPTS: tuple[str, ...] = (
+    "Explain in five or six sentences why the sky is blue, as you would to a curious student.",
+    "Describe in several sentences how a bicycle stays upright while it is moving.",
+    "Write a short paragraph of at least five sentences about the history of the printing press.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Phased deadlines of one Ollama request, in seconds."""
+
+    connect: float = 10.0
+    # Headers arrive only with the first token, after any model load: minutes on a big model.
+    first_byte: float = 300.0
+    idle: float = 60.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkSettings:
+    """How one target's models are benchmarked (defaults, overridable per target)."""
+
+    interval: float = 600.0
+    jitter: float = 0.10
+    runs: int = 3
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    num_predict: int = 128
+    temperature: float = 0.0
+    seed: int = 42
+    think: ThinkMode = "auto"
+    unload_after: bool = True
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSettings:
+    """One Ollama server to benchmark, with the `benchmark` defaults merged with its overrides."""
+
+    name: str
+    url: str  # http(s)://host[:port][/path], no trailing slash, no credentials
+    cloud: bool  # no /api/ps, no warmup, no load metric
+    # The secret itself: kept out of repr (and so of str and of every log line made from them).
+    api_key: str | None = field(default=None, repr=False)
+    api_key_source: str | None = None  # where the key came from: "env NAME" or "file PATH"
+    select: SelectMode = "loaded"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    benchmark: BenchmarkSettings = BenchmarkSettings()
+
+
+# Defaults shared by the dataclasses and the loader: a slots dataclass keeps no class default.
+DEFAULT_LOCAL_URL = "http://localhost:11434"
+DEFAULT_STORAGE_PATH = "./ometer-data"
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+DEFAULT_LISTEN_ADDRESS = ":9877"
+DEFAULT_LOG_LEVEL = "info"
+DEFAULT_LOG_FORMAT = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    path: str = DEFAULT_STORAGE_PATH  # a directory; the SQLite file lives inside it
+    retention: float = DEFAULT_RETENTION  # seconds of per-run history kept
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    storage: StorageSettings
+    benchmark: BenchmarkSettings  # the file's `benchmark` section: defaults for every target
+    targets: tuple[TargetSettings, ...]
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    log_level: str = DEFAULT_LOG_LEVEL  # debug | info | warning | error
+    log_format: str = DEFAULT_LOG_FORMAT  # text | json
+    config_file: str | None = None
+    web_config_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Values from command-line flags; None means the flag was not given."""
+
+    config_file: str | None = None
+    listen_address: str | None = None
+    storage_path: str | None = None
+    log_level: str | None = None
+    log_format: str | None = None
+    web_config_file: str | None = None

@@ -1,0 +1,1 @@
+"""The background loop: a worker per target that discovers, selects, measures and records."""

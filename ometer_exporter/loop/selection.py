@@ -1,0 +1,51 @@
+"""Which models a target reports on and measures, and the method its numbers were taken with."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from ometer_exporter.client.replies import TagModel
+from ometer_exporter.config.settings import DEFAULT_PROMPTS, BenchmarkSettings, TargetSettings
+from ometer_exporter.names import canonical_name, match_model
+from ometer_exporter.store.records import Method, TargetState
+
+
+def method_of(settings: BenchmarkSettings) -> Method:
+    """What ``ometer_benchmark_config_info`` shows: a changed method is not a regression."""
+    if settings.prompts == DEFAULT_PROMPTS:
+        prompt_set = "default"
+    else:
+        digest = hashlib.sha256("\n".join(settings.prompts).encode()).hexdigest()
+        prompt_set = f"custom-{digest[:8]}"
+    return Method(prompt_set=prompt_set, num_predict=settings.num_predict, think=settings.think)
+
+
+def target_state(target: TargetSettings) -> TargetState:
+    return TargetState(
+        name=target.name,
+        cloud=target.cloud,
+        interval=target.benchmark.interval,
+        method=method_of(target.benchmark),
+    )
+
+
+def reported_models(target: TargetSettings, models: Iterable[TagModel]) -> list[TagModel]:
+    """Models this target lists that it should report on (inventory), in tags order.
+
+    On a local target, cloud pass-through entries are skipped unless included by exact name:
+    benchmarking them would bill the user's cloud account.
+    """
+    out = []
+    for m in models:
+        included = any(canonical_name(q).lower() == m.name.lower() for q in target.include)
+        if target.cloud or not m.is_cloud_passthrough or included:
+            out.append(m)
+    return out
+
+
+def wanted(target: TargetSettings, name: str) -> bool:
+    """include (empty = all) and exclude, each an exact name or a family."""
+    if target.include and not any(match_model(q, name) for q in target.include):
+        return False
+    return not any(match_model(q, name) for q in target.exclude)

@@ -1,0 +1,256 @@
+"""How a number is measured: one model on one target -> :class:`ModelResult`.
+
+The rules (DESIGN §5), each for a reason:
+
+* TTFT is client-measured: request sent -> first streamed chunk carrying thinking or content.
+  Time to first *content* and end-to-end time are kept beside it.
+* Server fields come only from the ``done`` line; an absent field is unknown, never 0, and one
+  field is never substituted for another.
+* A model that is not loaded gets a warmup first: a real one-token request with the same
+  options. Its ``load_duration`` is the load figure; it never enters TTFT. A measured run that
+  still paid a load (``load_duration`` > 0.1 s) was reloaded mid-cycle and is discarded.
+* Only ``temperature``, ``seed``, ``num_predict`` (and ``think`` for thinking-capable models)
+  are sent: a runner option such as ``num_ctx`` would force a reload for everyone.
+* ``keep_alive`` is never sent to a model that was already loaded (it would overwrite the
+  owner's setting); a model we loaded is unloaded again after its runs (``unload_after``).
+* Every prompt starts with a nonce so Ollama's prefix cache cannot inflate the prefill rate.
+* Runs with fewer than 8 output tokens are "short": kept for TTFT, left out of tokens/s.
+* Aggregates over the good warm runs: median TTFT; Σ eval_count / Σ eval_duration for tokens/s
+  (Ollama's own formula: N tokens over N-1 intervals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any, Final
+
+from ometer_exporter.client.errors import (
+    ErrorType,
+    OllamaConnectError,
+    OllamaError,
+    OllamaRateLimited,
+)
+from ometer_exporter.client.ollama import OllamaClient
+from ometer_exporter.client.replies import ChatStream, EmbedResponse
+from ometer_exporter.config.settings import BenchmarkSettings
+from ometer_exporter.measure.lag import LoopLagProbe
+from ometer_exporter.measure.results import (
+    DiscardReason,
+    Kind,
+    ModelResult,
+    RunResult,
+    model_kind,
+)
+from ometer_exporter.names import canonical_name
+
+log = logging.getLogger(__name__)
+
+RELOAD_THRESHOLD: Final = 0.1  # seconds of load_duration that mean "the runner was (re)loaded"
+SHORT_OUTPUT_TOKENS: Final = 8
+LOOP_LAG_LIMIT: Final = 0.010  # a run that saw the event loop stall longer is not trusted
+MAX_RETRIES: Final = 2
+RETRY_BASE: Final = 1.0  # seconds before the first retry without Retry-After
+MAX_RETRY_AFTER: Final = 60.0  # a longer Retry-After fails the run instead of stalling the cycle
+UNLOAD_ON_STOP: Final = 1.0  # seconds an unload may take when a run is cancelled
+
+
+async def measure_model(
+    client: OllamaClient,
+    model: str,
+    capabilities: Iterable[str],
+    settings: BenchmarkSettings,
+    *,
+    cloud: bool = False,
+    allow_load: bool = True,
+    lag_probe: LoopLagProbe | None = None,
+) -> ModelResult | None:
+    """Benchmark one model on one target; None when it is not loaded and loading is not allowed.
+
+    Failures are recorded in the result, never raised: a run that fails is counted with its
+    error type and left out of the aggregates.
+    """
+    caps = frozenset(capabilities)
+    kind: Kind = model_kind(caps)
+    requests = _Requests(client, model, kind, caps, settings, lag_probe)
+    started_at = time.time()
+
+    loaded = True
+    if not cloud:
+        try:
+            loaded = canonical_name(model).lower() in {
+                canonical_name(m.name).lower() for m in await client.ps()
+            }
+        except OllamaError as exc:
+            failed = _failed(exc, warmup=False)
+            return ModelResult(model, kind, started_at, time.time(), runs=(failed,))
+    if not loaded and not allow_load:
+        return None
+
+    loaded_by_us = not loaded
+    unload = loaded_by_us and settings.unload_after
+    warmup: RunResult | None = None
+    runs: list[RunResult] = []
+    try:
+        if loaded_by_us:
+            warmup = await requests.run(warmup=True, keep_alive=None, index=0)
+            if not warmup.ok:
+                return ModelResult(model, kind, started_at, time.time(), (), warmup, True)
+        for index in range(settings.runs):
+            if runs and runs[-1].usage_limit:
+                break  # the cloud said stop: more requests would only be refused
+            last = index == settings.runs - 1
+            runs.append(
+                await requests.run(
+                    warmup=False,
+                    keep_alive=0 if unload and last else None,
+                    index=index,
+                    detect_reload=not cloud,
+                )
+            )
+    except asyncio.CancelledError:
+        # Stopped mid-cycle (SIGTERM, reload, Ctrl-C in the one-shot): still leave the server as we
+        # found it, within a second so shutdown stays prompt.
+        if unload:
+            with contextlib.suppress(OllamaError, TimeoutError):
+                async with asyncio.timeout(UNLOAD_ON_STOP):
+                    await client.unload(model, embedding=kind == "embedding")
+        raise
+    if unload and not runs[-1].ok:
+        # The run that would have unloaded it failed: leave the server as we found it anyway.
+        with contextlib.suppress(OllamaError):
+            await client.unload(model, embedding=kind == "embedding")
+    return ModelResult(
+        model, kind, started_at, time.time(), tuple(runs), warmup, loaded_by_us=loaded_by_us
+    )
+
+
+class _Requests:
+    """The fixed request shape of one model's runs."""
+
+    def __init__(
+        self,
+        client: OllamaClient,
+        model: str,
+        kind: Kind,
+        caps: frozenset[str],
+        settings: BenchmarkSettings,
+        lag_probe: LoopLagProbe | None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.kind = kind
+        self.settings = settings
+        self.lag_probe = lag_probe
+        self.think: bool | None = None
+        if "thinking" in caps and settings.think != "auto":
+            self.think = settings.think == "true"
+
+    def options(self, *, warmup: bool) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "temperature": s.temperature,
+            "seed": s.seed,
+            "num_predict": 1 if warmup else s.num_predict,
+        }
+
+    def prompt(self, index: int) -> str:
+        prompts = self.settings.prompts
+        # The nonce leads so no two runs share a cached prefix.
+        return f"[{secrets.token_hex(4)}] {prompts[index % len(prompts)]}"
+
+    async def run(
+        self, *, warmup: bool, keep_alive: float | None, index: int, detect_reload: bool = True
+    ) -> RunResult:
+        probe_start = time.perf_counter()
+        retried: list[ErrorType] = []
+        while True:
+            try:
+                result = await self._request(warmup=warmup, keep_alive=keep_alive, index=index)
+                break
+            except OllamaError as exc:
+                delay = _retry_delay(exc, len(retried))
+                if delay is None:
+                    return replace(_failed(exc, warmup=warmup), retried=tuple(retried))
+                retried.append(exc.error_type)
+                log.info("retrying %s in %.1fs after: %s", self.model, delay, exc)
+                await asyncio.sleep(delay)
+                probe_start = time.perf_counter()
+        result = replace(result, retried=tuple(retried))
+        if warmup:
+            return result
+        reasons: list[DiscardReason] = []
+        load = result.load_duration
+        if detect_reload and load is not None and load > RELOAD_THRESHOLD:
+            reasons.append("reloaded")
+        lag = self.lag_probe.worst_since(probe_start) if self.lag_probe else 0.0
+        if lag > LOOP_LAG_LIMIT:
+            reasons.append("loop_lag")
+        eval_count = result.done.eval_count
+        if self.kind == "chat" and (eval_count or 0) < SHORT_OUTPUT_TOKENS:
+            reasons.append("short")
+        return replace(result, discarded=tuple(reasons), loop_lag=lag)
+
+    async def _request(self, *, warmup: bool, keep_alive: float | None, index: int) -> RunResult:
+        if self.kind == "embedding":
+            embedded = await self.client.embed(
+                self.model, [self.prompt(index)], keep_alive=keep_alive
+            )
+            return _from_embed(embedded, warmup=warmup)
+        stream = await self.client.chat(
+            self.model,
+            [{"role": "user", "content": self.prompt(index)}],
+            options=self.options(warmup=warmup),
+            think=self.think,
+            keep_alive=keep_alive,
+        )
+        return _from_chat(stream, warmup=warmup)
+
+
+def _retry_delay(exc: OllamaError, attempt: int) -> float | None:
+    """Seconds before retrying a failed request, or None when it must not be retried.
+
+    Only what is safe to repeat: a 503 (server busy/overloaded) and a refused connection.
+    ``Retry-After`` is honoured when given; otherwise exponential backoff with jitter.
+    """
+    if attempt >= MAX_RETRIES:
+        return None
+    if not (exc.status == 503 or isinstance(exc, OllamaConnectError)):
+        return None
+    if exc.retry_after is not None:
+        return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER else None
+    return float(RETRY_BASE * 2**attempt * random.uniform(0.5, 1.5))
+
+
+def _from_chat(stream: ChatStream, *, warmup: bool) -> RunResult:
+    return RunResult(
+        warmup=warmup,
+        sent_at=stream.sent_at,
+        first_token_at=stream.first_token_at,
+        first_content_at=stream.first_content_at,
+        last_token_at=stream.last_token_at,
+        ended_at=stream.ended_at,
+        done=stream.done,
+    )
+
+
+def _from_embed(response: EmbedResponse, *, warmup: bool) -> RunResult:
+    return RunResult(
+        warmup=warmup, sent_at=response.sent_at, ended_at=response.ended_at, done=response.done
+    )
+
+
+def _failed(exc: OllamaError, *, warmup: bool) -> RunResult:
+    return RunResult(
+        warmup=warmup,
+        error_type=exc.error_type,
+        error=exc.message,
+        usage_limit=isinstance(exc, OllamaRateLimited) and exc.usage_limit,
+        retry_after=exc.retry_after,
+    )

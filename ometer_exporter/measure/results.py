@@ -1,0 +1,284 @@
+"""What a measurement produced: one request (:class:`RunResult`) and one model's cycle
+(:class:`ModelResult`), with the aggregates the gauges show.
+
+Aggregates are over the good warm runs: median TTFT; Σ eval_count / Σ eval_duration for tokens/s
+(Ollama's own formula: N tokens over N-1 intervals).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from ometer_exporter.client.errors import ErrorType
+from ometer_exporter.client.replies import DoneFields
+
+_NS: Final = 1e-9
+
+Kind = Literal["chat", "embedding"]
+DiscardReason = Literal["reloaded", "short", "loop_lag"]
+
+
+def model_kind(capabilities: Iterable[str]) -> Kind:
+    """An embedding model embeds and cannot complete; everything else is measured as chat."""
+    caps = frozenset(capabilities)
+    return "embedding" if "embedding" in caps and "completion" not in caps else "chat"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One request: client clocks (``perf_counter``), derived seconds and server fields."""
+
+    warmup: bool
+    error_type: ErrorType | None = None
+    error: str | None = None
+    sent_at: float | None = None
+    first_token_at: float | None = None
+    first_content_at: float | None = None
+    last_token_at: float | None = None
+    ended_at: float | None = None
+    done: DoneFields = field(default_factory=DoneFields)
+    discarded: tuple[DiscardReason, ...] = ()
+    loop_lag: float = 0.0
+    # Errors of attempts that were retried before this result (503, connection refused).
+    retried: tuple[ErrorType, ...] = ()
+    # Ollama Cloud's session/weekly usage window is exhausted: wait, don't retry.
+    usage_limit: bool = False
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+    @property
+    def completed(self) -> bool:
+        """A measured run that ran to its end without paying a model load."""
+        return self.ok and not self.warmup and "reloaded" not in self.discarded
+
+    @property
+    def ttft(self) -> float | None:
+        return _span(self.sent_at, self.first_token_at)
+
+    @property
+    def time_to_first_content(self) -> float | None:
+        return _span(self.sent_at, self.first_content_at)
+
+    @property
+    def request_duration(self) -> float | None:
+        return _span(self.sent_at, self.ended_at)
+
+    @property
+    def load_duration(self) -> float | None:
+        return _seconds(self.done.load_duration)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Server decode rate, Ollama's formula ``eval_count / eval_duration``."""
+        return _rate(self.done.eval_count, self.done.eval_duration)
+
+    @property
+    def client_tokens_per_second(self) -> float | None:
+        """``(eval_count - 1) / (last token chunk - first token chunk)``: chunks are not tokens."""
+        count = self.done.eval_count
+        span = _span(self.first_token_at, self.last_token_at)
+        if count is None or count < 2 or not span:
+            return None
+        return (count - 1) / span
+
+    @property
+    def prompt_tokens_per_second(self) -> float | None:
+        """Prefill rate for chat; input tokens/s net of load for embeddings."""
+        d = self.done
+        if d.prompt_eval_duration is not None or d.eval_count is not None:
+            return _rate(d.prompt_eval_count, d.prompt_eval_duration)
+        if d.total_duration is None:
+            return None
+        return _rate(d.prompt_eval_count, d.total_duration - (d.load_duration or 0))
+
+    @property
+    def time_per_output_token(self) -> float | None:
+        tps = self.tokens_per_second
+        return 1.0 / tps if tps else None
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Server-side wait for a slot: ``total - load - prompt_eval - eval``."""
+        d = self.done
+        parts = (d.total_duration, d.load_duration, d.prompt_eval_duration, d.eval_duration)
+        if any(p is None for p in parts):
+            return None
+        total, load, prompt, decode = (p or 0 for p in parts)
+        return max(0, total - load - prompt - decode) * _NS
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResult:
+    """One model's cycle on one target: the runs and the aggregates the gauges show."""
+
+    model: str
+    kind: Kind
+    started_at: float  # wall clock (Unix seconds)
+    finished_at: float
+    runs: tuple[RunResult, ...]  # measured runs, in order
+    warmup: RunResult | None = None
+    loaded_by_us: bool = False
+
+    @property
+    def good_runs(self) -> list[RunResult]:
+        """The runs behind the gauges (short runs still skip tokens/s).
+
+        Runs that saw the event loop stall are left out while clean runs exist; when every run
+        stalled (a starved machine) they are used rather than reporting nothing.
+        """
+        completed = [r for r in self.runs if r.completed]
+        clean = [r for r in completed if "loop_lag" not in r.discarded]
+        return clean or completed
+
+    @property
+    def success(self) -> bool:
+        """At least one good measured run (``ometer_benchmark_success``)."""
+        return bool(self.good_runs)
+
+    @property
+    def ttft(self) -> float | None:
+        return _median(r.ttft for r in self.good_runs) if self.kind == "chat" else None
+
+    @property
+    def time_to_first_content(self) -> float | None:
+        return _median(r.time_to_first_content for r in self.good_runs)
+
+    @property
+    def request_duration(self) -> float | None:
+        return _median(r.request_duration for r in self.good_runs)
+
+    @property
+    def queue_wait(self) -> float | None:
+        return _median(r.queue_wait for r in self.good_runs)
+
+    @property
+    def load_duration(self) -> float | None:
+        """``load_duration`` of the cold (warmup) request; None when the model was loaded."""
+        return self.warmup.load_duration if self.warmup and self.warmup.ok else None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        runs = self._decode_runs()
+        return _ratio(
+            [r.done.eval_count for r in runs], [r.done.eval_duration for r in runs], scale=1e9
+        )
+
+    @property
+    def client_tokens_per_second(self) -> float | None:
+        tokens: list[float | None] = []
+        spans: list[float | None] = []
+        for r in self._decode_runs():
+            if r.client_tokens_per_second is not None:
+                tokens.append((r.done.eval_count or 0) - 1)
+                spans.append(_span(r.first_token_at, r.last_token_at))
+        return _ratio(tokens, spans)
+
+    @property
+    def prompt_tokens_per_second(self) -> float | None:
+        runs = self.good_runs
+        if self.kind == "embedding":
+            return _ratio(
+                [r.done.prompt_eval_count for r in runs],
+                [
+                    None
+                    if r.done.total_duration is None
+                    else r.done.total_duration - (r.done.load_duration or 0)
+                    for r in runs
+                ],
+                scale=1e9,
+            )
+        return _ratio(
+            [r.done.prompt_eval_count for r in runs],
+            [r.done.prompt_eval_duration for r in runs],
+            scale=1e9,
+        )
+
+    @property
+    def output_tokens(self) -> int:
+        """Tokens this cycle made the server generate (warmup included)."""
+        return sum(r.done.eval_count or 0 for r in self._all_runs())
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(r.done.prompt_eval_count or 0 for r in self._all_runs())
+
+    @property
+    def first_error(self) -> RunResult | None:
+        """The first failed request (OMeter keeps the first error message)."""
+        return next((r for r in self._all_runs() if not r.ok), None)
+
+    @property
+    def errors(self) -> dict[ErrorType, int]:
+        counts: dict[ErrorType, int] = {}
+        for r in self._all_runs():
+            for error_type in (*r.retried, r.error_type):
+                if error_type is not None:
+                    counts[error_type] = counts.get(error_type, 0) + 1
+        return counts
+
+    @property
+    def requests(self) -> int:
+        """Requests sent for this cycle's runs, warmup and retries included."""
+        return sum(1 + len(r.retried) for r in self._all_runs())
+
+    @property
+    def usage_limited(self) -> RunResult | None:
+        """The run that hit a cloud usage limit, if any: the target must wait for the window."""
+        return next((r for r in self._all_runs() if r.usage_limit), None)
+
+    @property
+    def discarded(self) -> dict[DiscardReason, int]:
+        """Runs left out, by reason (a stalled run that was used after all is not counted)."""
+        used = {id(r) for r in self.good_runs}
+        counts: dict[DiscardReason, int] = {}
+        for r in self.runs:
+            for reason in r.discarded:
+                if reason == "loop_lag" and id(r) in used:
+                    continue
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+    def _decode_runs(self) -> list[RunResult]:
+        return [r for r in self.good_runs if "short" not in r.discarded]
+
+    def _all_runs(self) -> list[RunResult]:
+        return ([self.warmup] if self.warmup else []) + list(self.runs)
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, end - start)
+
+
+def _seconds(ns: int | None) -> float | None:
+    return None if ns is None else ns * _NS
+
+
+def _rate(count: int | None, duration_ns: int | None) -> float | None:
+    if count is None or not duration_ns or duration_ns <= 0:
+        return None
+    return count / (duration_ns * _NS)
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _ratio(
+    numerators: Sequence[float | None], denominators: Sequence[float | None], *, scale: float = 1.0
+) -> float | None:
+    """Σ numerator / Σ denominator over the pairs where both are known."""
+    num = den = 0.0
+    for n, d in zip(numerators, denominators, strict=True):
+        if n is not None and d is not None and d > 0:
+            num += n
+            den += d
+    return num / den * scale if den > 0 else None

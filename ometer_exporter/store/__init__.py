@@ -1,0 +1,1 @@
+"""The store: latest results as an immutable snapshot, swapped atomically; SQLite history."""

@@ -1,0 +1,258 @@
+"""The values the store holds: a model's inventory, its latest record, totals, a target's state,
+and the immutable :class:`Snapshot` every view reads.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any, Final
+
+from ometer_exporter.measure.results import Kind, ModelResult, model_kind
+
+# Histogram upper bounds (seconds): ~14 buckets each, per DESIGN §4.
+TTFT_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+TPOT_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+ModelKey = tuple[str, str]  # (target, model)
+Stored = tuple[str, str, "Record", "Inventory | None"]  # a stored row: target, model, ...
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """What a target says about a model (``/api/tags`` + ``/api/show`` + ``/api/ps``)."""
+
+    family: str = ""
+    parameter_size: str = ""
+    quantization_level: str = ""
+    format: str = ""
+    parameters: int | None = None
+    context_length: int | None = None
+    size_bytes: int | None = None
+    modified_at: float | None = None  # Unix seconds
+    capabilities: tuple[str, ...] = ()
+    loaded: bool | None = None  # None: the target has no /api/ps (cloud), or not asked yet
+    vram_bytes: int | None = None
+    wanted: bool = True  # include/exclude of its target let it in
+    select_all: bool = False  # its target benchmarks every model, not only loaded ones
+
+    @property
+    def kind(self) -> Kind:
+        return model_kind(self.capabilities)
+
+    @property
+    def selected(self) -> bool:
+        """Due to be benchmarked: wanted, and loaded or on a ``select: all`` target."""
+        return self.wanted and (self.select_all or self.loaded is True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Inventory:
+        return cls(**_stored_fields(cls, text, tuples=("capabilities",)))
+
+
+def _stored_fields(cls: type, text: str, *, tuples: tuple[str, ...]) -> dict[str, Any]:
+    """A stored JSON object's known fields (unknown ones, from a newer version, are dropped)."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("not an object")
+    known = {f.name for f in fields(cls)}
+    data = {k: v for k, v in raw.items() if k in known}
+    for key in tuples:
+        data[key] = tuple(data.get(key) or ())
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What a model's latest completed cycle left behind (persisted; survives restarts)."""
+
+    kind: str
+    started_at: float
+    finished_at: float
+    success: bool
+    ttft: float | None = None
+    time_to_first_content: float | None = None
+    tokens_per_second: float | None = None
+    client_tokens_per_second: float | None = None
+    prompt_tokens_per_second: float | None = None
+    request_duration: float | None = None
+    queue_wait: float | None = None
+    load_duration: float | None = None
+    error_type: str | None = None
+    error: str | None = None
+    run_ttft: tuple[float | None, ...] = ()
+    run_tokens_per_second: tuple[float | None, ...] = ()
+    prompt_set: str = ""
+    num_predict: int | None = None
+    think: str = ""
+
+    @classmethod
+    def from_result(cls, result: ModelResult, *, method: Method) -> Record:
+        first_error = result.first_error
+        chat = result.kind == "chat"
+        return cls(
+            kind=result.kind,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            success=result.success,
+            ttft=result.ttft,
+            time_to_first_content=result.time_to_first_content,
+            tokens_per_second=result.tokens_per_second,
+            client_tokens_per_second=result.client_tokens_per_second,
+            prompt_tokens_per_second=result.prompt_tokens_per_second,
+            request_duration=result.request_duration,
+            queue_wait=result.queue_wait,
+            load_duration=result.load_duration,
+            error_type=first_error.error_type.value
+            if first_error and first_error.error_type
+            else None,
+            error=first_error.error if first_error else None,
+            run_ttft=tuple(r.ttft if chat else r.request_duration for r in result.runs),
+            run_tokens_per_second=tuple(
+                r.tokens_per_second if chat else r.prompt_tokens_per_second for r in result.runs
+            ),
+            prompt_set=method.prompt_set,
+            num_predict=method.num_predict,
+            think=method.think,
+        )
+
+    def failed(
+        self, error_type: str | None, error: str | None, *, started_at: float, at: float
+    ) -> Record:
+        """This result's values, marked as the outcome of a later cycle that failed."""
+        return replace(
+            self,
+            success=False,
+            error_type=error_type,
+            error=error,
+            started_at=started_at,
+            finished_at=at,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        return cls(**_stored_fields(cls, text, tuples=("run_ttft", "run_tokens_per_second")))
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """The method behind the numbers (``ometer_benchmark_config_info``)."""
+
+    prompt_set: str
+    num_predict: int
+    think: str
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Cumulative-ready bucket counts (per bucket, not cumulative), sum and count."""
+
+    counts: tuple[int, ...]
+    total: float = 0.0
+
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> Histogram:
+        return cls(counts=(0,) * (len(bounds) + 1))
+
+    def observe(self, bounds: tuple[float, ...], values: Iterable[float]) -> Histogram:
+        counts = list(self.counts)
+        total = self.total
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1
+            total += value
+        return Histogram(tuple(counts), total)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Totals since the process started (Prometheus handles the reset on restart)."""
+
+    runs: int = 0
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    errors: tuple[tuple[str, int], ...] = ()
+    discarded: tuple[tuple[str, int], ...] = ()
+    ttft: Histogram = field(default_factory=lambda: Histogram.empty(TTFT_BUCKETS))
+    tpot: Histogram = field(default_factory=lambda: Histogram.empty(TPOT_BUCKETS))
+
+    def add(self, result: ModelResult) -> Counters:
+        good = result.good_runs
+        return Counters(
+            runs=self.runs + result.requests,
+            output_tokens=self.output_tokens + result.output_tokens,
+            prompt_tokens=self.prompt_tokens + result.prompt_tokens,
+            errors=_merge(self.errors, {k.value: v for k, v in result.errors.items()}),
+            discarded=_merge(self.discarded, {str(k): v for k, v in result.discarded.items()}),
+            ttft=self.ttft.observe(TTFT_BUCKETS, (r.ttft for r in good if r.ttft is not None))
+            if result.kind == "chat"
+            else self.ttft,
+            tpot=self.tpot.observe(
+                TPOT_BUCKETS,
+                (
+                    t
+                    for r in good
+                    if "short" not in r.discarded and (t := r.time_per_output_token) is not None
+                ),
+            ),
+        )
+
+
+def _merge(old: tuple[tuple[str, int], ...], new: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    merged = dict(old)
+    for key, count in new.items():
+        merged[key] = merged.get(key, 0) + count
+    return tuple(sorted(merged.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One model on one target: inventory, latest benchmark, totals."""
+
+    target: str
+    model: str
+    inventory: Inventory | None = None  # None: restored, not yet seen in /api/tags
+    benchmark: Record | None = None
+    counters: Counters = field(default_factory=Counters)
+    last_success: float | None = None
+    # load_duration of the last cold (warmup) request, carried forward through the cycles that
+    # find the model already loaded and so cannot measure a load.
+    load_duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    name: str
+    cloud: bool
+    interval: float
+    method: Method
+    up: bool | None = None  # None: not contacted yet
+    version: str | None = None
+    last_cycle_started: float | None = None
+    last_cycle_duration: float | None = None
+    error: str | None = None
+    loop_errors: int = 0  # unexpected exceptions the loop survived
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    generation: int
+    targets: Mapping[str, TargetState]
+    models: Mapping[ModelKey, ModelEntry]
+    config_reload_ok: bool = True
+
+
+EMPTY_SNAPSHOT: Final = Snapshot(0, MappingProxyType({}), MappingProxyType({}))

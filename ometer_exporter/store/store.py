@@ -1,0 +1,207 @@
+"""Latest results as an immutable snapshot, swapped atomically; SQLite persistence and history.
+
+Only the event loop's scheduler writes (``Store`` methods); readers (collector, export, page)
+take ``store.snapshot`` once and work on that object, which never changes. Every change makes a
+new ``Snapshot`` that shares the unchanged ``ModelEntry`` objects, so a renderer can cache its
+work per entry by identity.
+
+SQLite work runs in a worker thread, never on the event loop. A failing disk is logged and the
+exporter keeps serving from memory.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ometer_exporter.measure.results import ModelResult
+from ometer_exporter.store.database import Database
+from ometer_exporter.store.records import (
+    EMPTY_SNAPSHOT,
+    Inventory,
+    Method,
+    ModelEntry,
+    ModelKey,
+    Record,
+    Snapshot,
+    Stored,
+    TargetState,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """Holds the current snapshot; every change builds a new one and swaps it in."""
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, retention: float = 7 * 86400.0
+    ):
+        self._snapshot = EMPTY_SNAPSHOT
+        self._db = Database(Path(path) / "ometer.sqlite3", retention) if path else None
+        self._lock = asyncio.Lock()  # one SQLite writer at a time
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def _swap(
+        self,
+        *,
+        targets: Mapping[str, TargetState] | None = None,
+        models: Mapping[ModelKey, ModelEntry] | None = None,
+        config_reload_ok: bool | None = None,
+    ) -> Snapshot:
+        old = self._snapshot
+        self._snapshot = Snapshot(
+            generation=old.generation + 1,
+            targets=MappingProxyType(dict(targets)) if targets is not None else old.targets,
+            models=MappingProxyType(dict(models)) if models is not None else old.models,
+            config_reload_ok=old.config_reload_ok if config_reload_ok is None else config_reload_ok,
+        )
+        return self._snapshot
+
+    # -- changes (event loop only) -----------------------------------------------------------
+
+    def set_targets(self, targets: Iterable[TargetState]) -> None:
+        """Install the configured targets; models of targets no longer configured leave."""
+        new = {t.name: t for t in targets}
+        old = self._snapshot.targets
+        merged = {
+            name: replace(t, up=old[name].up, version=old[name].version,
+                          last_cycle_started=old[name].last_cycle_started,
+                          last_cycle_duration=old[name].last_cycle_duration,
+                          loop_errors=old[name].loop_errors)
+            if name in old else t
+            for name, t in new.items()
+        }  # fmt: skip
+        models = {k: v for k, v in self._snapshot.models.items() if k[0] in new}
+        self._swap(targets=merged, models=models)
+
+    def update_target(self, name: str, **changes: Any) -> None:
+        targets = dict(self._snapshot.targets)
+        if name in targets:
+            targets[name] = replace(targets[name], **changes)
+            self._swap(targets=targets)
+
+    def set_config_reload(self, ok: bool) -> None:
+        self._swap(config_reload_ok=ok)
+
+    def set_inventory(self, target: str, inventory: Mapping[str, Inventory]) -> None:
+        """The target's full model list: models it no longer lists leave every series."""
+        models = {k: v for k, v in self._snapshot.models.items() if k[0] != target}
+        old = self._snapshot.models
+        for name, inv in inventory.items():
+            entry = old.get((target, name))
+            if entry is None:
+                entry = ModelEntry(target, name, inventory=inv)
+            elif entry.inventory != inv:
+                entry = replace(entry, inventory=inv)
+            models[(target, name)] = entry
+        self._swap(models=models)
+
+    def update_loaded(self, target: str, loaded: Mapping[str, int | None]) -> None:
+        """Refresh loaded/VRAM from ``/api/ps`` (name -> size_vram) between cycles."""
+        models = dict(self._snapshot.models)
+        changed = False
+        for key, entry in models.items():
+            if key[0] != target or entry.inventory is None:
+                continue
+            is_loaded = key[1] in loaded
+            vram = loaded.get(key[1]) if is_loaded else None
+            inv = entry.inventory
+            if inv.loaded != is_loaded or inv.vram_bytes != vram:
+                models[key] = replace(
+                    entry, inventory=replace(inv, loaded=is_loaded, vram_bytes=vram)
+                )
+                changed = True
+        if changed:
+            self._swap(models=models)
+
+    def record(self, target: str, result: ModelResult, method: Method) -> Record:
+        """A model's cycle finished: new latest values, totals, and a row for persistence."""
+        key = (target, result.model)
+        entry = self._snapshot.models.get(key) or ModelEntry(target, result.model)
+        bench = Record.from_result(result, method=method)
+        if not bench.success and entry.benchmark is not None:
+            # A failed cycle keeps the last good values; success 0 and the error say the rest.
+            bench = entry.benchmark.failed(
+                bench.error_type, bench.error, started_at=bench.started_at, at=bench.finished_at
+            )
+        if bench.load_duration is None:  # stored with the carried value: survives a restart
+            bench = replace(bench, load_duration=entry.load_duration)
+        entry = replace(
+            entry,
+            benchmark=bench,
+            counters=entry.counters.add(result),
+            last_success=bench.finished_at if bench.success else entry.last_success,
+            load_duration=bench.load_duration,
+        )
+        models = dict(self._snapshot.models)
+        models[key] = entry
+        self._swap(models=models)
+        return bench
+
+    def mark_failed(self, target: str, error_type: str, error: str) -> None:
+        """A target went down: its models keep their last values with success 0."""
+        models = dict(self._snapshot.models)
+        now = time.time()
+        for key, entry in models.items():
+            if key[0] == target and entry.benchmark is not None and entry.benchmark.success:
+                failed = entry.benchmark.failed(error_type, error, started_at=now, at=now)
+                models[key] = replace(entry, benchmark=failed)
+        self._swap(models=models)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Load each model's latest stored benchmark (before the loop starts)."""
+        if self._db is None:
+            return
+        rows = await asyncio.to_thread(self._db.latest)
+        models = dict(self._snapshot.models)
+        for target, model, bench, inventory in rows:
+            if target not in self._snapshot.targets:
+                continue
+            models[(target, model)] = ModelEntry(
+                target,
+                model,
+                # Whether it is loaded now is for the first /api/ps to say, not the disk.
+                inventory=replace(inventory, loaded=None, vram_bytes=None) if inventory else None,
+                benchmark=bench,
+                last_success=bench.finished_at if bench.success else None,
+                load_duration=bench.load_duration,
+            )
+        self._swap(models=models)
+
+    async def persist(self, target: str, model: str, bench: Record) -> None:
+        """Write a result, with the model's inventory as it is now, in a worker thread."""
+        if self._db is None:
+            return
+        entry = self._snapshot.models.get((target, model))
+        inventory = entry.inventory if entry is not None else None
+        async with self._lock:
+            await asyncio.to_thread(self._db.write, target, model, bench, inventory)
+
+    async def history(self, target: str | None = None) -> list[Stored]:
+        if self._db is None:
+            return []
+        return await asyncio.to_thread(self._db.history, target)
+
+    def newest_finish(self, target: str) -> float | None:
+        times = [
+            e.benchmark.finished_at
+            for (t, _), e in self._snapshot.models.items()
+            if t == target and e.benchmark is not None
+        ]
+        return max(times) if times else None
+
+    async def close(self) -> None:
+        if self._db is not None:
+            async with self._lock:
+                await asyncio.to_thread(self._db.close)

@@ -1,0 +1,1 @@
+"""Views: everything the exporter shows, each made from one store snapshot."""

@@ -1,0 +1,125 @@
+"""Colour grades and cell text, one definition for the landing page and the terminal table.
+
+Grades follow OMeter: within a table, a value in the best third (by the 33rd and 66th
+percentiles of that column) is *good* (green), the middle third *fair* (orange), the rest
+*poor* (red); a failed model is poor. Lower is better for TTFT, higher for tokens/s (the
+direction comes from ``query.SORT_KEYS``, so sorting and colouring never disagree). Chat and
+embedding rows are graded apart: an embedding's "TTFT" is a whole request and its "TPS" counts
+input tokens, so comparing them with chat models would say nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import Final, Literal
+
+from ometer_exporter.views.query import SORT_KEYS
+from ometer_exporter.views.rows import Row
+
+Grade = Literal["good", "fair", "poor"]
+
+TREND_TOLERANCE: Final = 0.05  # a change within 5 % is no change (→)
+
+# C0/C1 controls and DEL: a model name or error text from a server must not move the cursor.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+# -- grades (shared with the landing page) ------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (NumPy's default); ``values`` sorted."""
+    if not values:
+        raise ValueError("percentile of no values")
+    position = (len(values) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (position - low)
+
+
+def thresholds(values: Iterable[float]) -> tuple[float, float] | None:
+    """The 33rd and 66th percentiles, or None when there is nothing to grade."""
+    ordered = sorted(v for v in values if math.isfinite(v))
+    if not ordered:
+        return None
+    return percentile(ordered, 0.33), percentile(ordered, 0.66)
+
+
+def grade(value: float, cuts: tuple[float, float], *, higher_is_better: bool) -> Grade:
+    p33, p66 = cuts
+    if higher_is_better:
+        return "good" if value >= p66 else "fair" if value >= p33 else "poor"
+    return "good" if value <= p33 else "fair" if value <= p66 else "poor"
+
+
+def higher_is_better(column: str) -> bool:
+    """``ttft``/``ttft_run_N``: lower is better; ``tps``/``tps_run_N``: higher is better."""
+    base = "ttft" if column.startswith("ttft") else "tps"
+    return SORT_KEYS[base][1]
+
+
+def failed(row: Row) -> bool:
+    return row.get("error") is not None or row.get("success") is False
+
+
+def failure_text(row: Row) -> str:
+    """What a failed model shows instead of a value: ``error``, or ``no run`` when every run
+    was left out without one (discarded: the model reloaded, the machine stalled, …)."""
+    return "error" if row.get("error") is not None else "no run"
+
+
+def grades(rows: Sequence[Row], column: str) -> list[Grade | None]:
+    """A grade per row for ``column`` (None: no value and no failure, e.g. not measured)."""
+    better = higher_is_better(column)
+    cuts: dict[str, tuple[float, float] | None] = {}
+    for kind in {r.get("kind") or "chat" for r in rows}:
+        cuts[kind] = thresholds(
+            r[column]
+            for r in rows
+            if (r.get("kind") or "chat") == kind and r.get(column) is not None and not failed(r)
+        )
+    out: list[Grade | None] = []
+    for r in rows:
+        value = r.get(column)
+        kind_cuts = cuts[r.get("kind") or "chat"]
+        if failed(r):
+            out.append("poor")
+        elif value is None or kind_cuts is None:
+            out.append(None)
+        else:
+            out.append(grade(value, kind_cuts, higher_is_better=better))
+    return out
+
+
+def trend(new: float | None, old: float | None, column: str) -> str:
+    """``↑`` better, ``↓`` worse, ``→`` within 5 %, ``""`` when there is nothing to compare."""
+    if new is None or old is None or old <= 0 or not math.isfinite(new):
+        return ""
+    change = (new - old) / old
+    if abs(change) <= TREND_TOLERANCE:
+        return "→"
+    return "↑" if (change > 0) == higher_is_better(column) else "↓"
+
+
+# -- cell text (shared with the landing page) ----------------------------------------------------
+
+
+def format_seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def format_rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def format_value(column: str, value: float | None) -> str:
+    return format_seconds(value) if column.startswith("ttft") else format_rate(value)
+
+
+def plain(text: object) -> str:
+    """Untrusted text made safe for a terminal: control characters become ``?``."""
+    return _CONTROL.sub("?", "" if text is None else str(text))

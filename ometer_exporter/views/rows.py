@@ -1,0 +1,184 @@
+"""Snapshot -> rows -> JSON / CSV (the OMeter export format, extended).
+
+OMeter's columns keep OMeter's meaning and units (seconds, tokens/s, display strings for size);
+everything new has its unit in its name. For embedding rows ``ttft`` is the request time and
+``tps`` the input tokens/s, as in OMeter.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from ometer_exporter.names import match_model
+from ometer_exporter.store.records import ModelEntry, Snapshot
+from ometer_exporter.views.query import SORT_KEYS, Query
+
+OMETER_COLUMNS: Final = (
+    "model", "size", "context", "quant", "capabilities", "modified_at", "ttft", "tps", "error",
+)  # fmt: skip
+EXTRA_COLUMNS: Final = (
+    "target",
+    "kind",
+    "family",
+    "parameter_size",
+    "parameters",
+    "context_length_tokens",
+    "size_bytes",
+    "modified_timestamp_seconds",
+    "loaded",
+    "vram_bytes",
+    "success",
+    "error_type",
+    "time_to_first_token_seconds",
+    "time_to_first_content_seconds",
+    "output_tokens_per_second",
+    "client_output_tokens_per_second",
+    "prompt_tokens_per_second",
+    "load_duration_seconds",
+    "request_duration_seconds",
+    "queue_wait_seconds",
+    "benchmarked_at",
+    "last_success_at",
+)
+COLUMNS: Final = OMETER_COLUMNS + EXTRA_COLUMNS
+
+Row = dict[str, Any]
+
+
+def rows(snapshot: Snapshot, query: Query) -> list[Row]:
+    """Rows of the latest results, filtered and sorted."""
+    out = [
+        row(entry, verbose=query.verbose)
+        for entry in snapshot.models.values()
+        if (not query.targets or entry.target in query.targets)
+        and (not query.models or any(match_model(q, entry.model) for q in query.models))
+    ]
+    return sort_rows(out, query.sort, reverse=query.reverse)
+
+
+def sort_rows(items: list[Row], sort: str | None, *, reverse: bool = False) -> list[Row]:
+    """Stable sort, best first by default; unknown values always last."""
+    items = sorted(items, key=lambda r: (r["model"].lower(), r["target"]))
+    if sort is None:
+        return items
+    column, descending = SORT_KEYS[sort]
+    if reverse:
+        descending = not descending
+    known = [r for r in items if r[column] is not None]
+    unknown = [r for r in items if r[column] is None]
+    key: Callable[[Row], Any] = (
+        (lambda r: r[column].lower()) if column == "model" else (lambda r: r[column])
+    )
+    return sorted(known, key=key, reverse=descending) + unknown
+
+
+def row(entry: ModelEntry, *, verbose: bool = False) -> Row:
+    inv = entry.inventory
+    b = entry.benchmark
+    embedding = b is not None and b.kind == "embedding"
+    ttft = (b.request_duration if embedding else b.ttft) if b else None
+    tps = (b.prompt_tokens_per_second if embedding else b.tokens_per_second) if b else None
+    out: Row = {
+        "model": entry.model,
+        "size": format_size(inv.size_bytes) if inv else None,
+        "context": inv.context_length if inv else None,
+        "quant": inv.quantization_level or None if inv else None,
+        "capabilities": ", ".join(inv.capabilities) if inv else None,
+        "modified_at": _rfc3339(inv.modified_at) if inv else None,
+        "ttft": ttft,
+        "tps": tps,
+        "error": b.error if b and not b.success else None,
+        "target": entry.target,
+        "kind": b.kind if b else (inv.kind if inv else "chat"),
+        "family": inv.family or None if inv else None,
+        "parameter_size": inv.parameter_size or None if inv else None,
+        "parameters": inv.parameters if inv else None,
+        "context_length_tokens": inv.context_length if inv else None,
+        "size_bytes": inv.size_bytes if inv else None,
+        "modified_timestamp_seconds": inv.modified_at if inv else None,
+        "loaded": inv.loaded if inv else None,
+        "vram_bytes": inv.vram_bytes if inv else None,
+        "success": b.success if b else None,
+        "error_type": b.error_type if b and not b.success else None,
+        "time_to_first_token_seconds": b.ttft if b else None,
+        "time_to_first_content_seconds": b.time_to_first_content if b and not embedding else None,
+        "output_tokens_per_second": b.tokens_per_second if b else None,
+        "client_output_tokens_per_second": b.client_tokens_per_second if b else None,
+        "prompt_tokens_per_second": b.prompt_tokens_per_second if b else None,
+        "load_duration_seconds": entry.load_duration,
+        "request_duration_seconds": b.request_duration if b else None,
+        "queue_wait_seconds": b.queue_wait if b else None,
+        "benchmarked_at": _rfc3339(b.finished_at) if b else None,
+        "last_success_at": _rfc3339(entry.last_success),
+    }
+    if verbose:
+        runs_ttft = b.run_ttft if b else ()
+        runs_tps = b.run_tokens_per_second if b else ()
+        for i in range(max(len(runs_ttft), len(runs_tps))):
+            out[f"ttft_run_{i + 1}"] = runs_ttft[i] if i < len(runs_ttft) else None
+            out[f"tps_run_{i + 1}"] = runs_tps[i] if i < len(runs_tps) else None
+    return out
+
+
+def format_size(size: int | None) -> str | None:
+    """OMeter's display size: ``4.7 GB``, ``274 MB`` (decimal units, as Ollama prints them)."""
+    if size is None:
+        return None
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KB", "MB") else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _rfc3339(ts: float | None) -> str | None:
+    if ts is None or not math.isfinite(ts):
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def columns_of(items: Sequence[Row]) -> list[str]:
+    """The fixed columns, then per-run columns in run order (verbose)."""
+    runs = max((sum(1 for k in r if k.startswith("ttft_run_")) for r in items), default=0)
+    extra = [c for i in range(1, runs + 1) for c in (f"ttft_run_{i}", f"tps_run_{i}")]
+    return list(COLUMNS) + extra
+
+
+def to_json(items: Sequence[Row]) -> str:
+    """A list of objects with every key present (null when unknown)."""
+    cols = columns_of(items)
+    return json.dumps([{c: r.get(c) for c in cols} for r in items], ensure_ascii=False, indent=1)
+
+
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    # A spreadsheet would run a cell that starts like a formula: model names are untrusted.
+    if text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def to_csv(items: Sequence[Row]) -> str:
+    cols = columns_of(items)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(cols)
+    for r in items:
+        writer.writerow([_cell(r.get(c)) for c in cols])
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""The HTTP side: the aiohttp app and its lifecycle, routes, auth."""

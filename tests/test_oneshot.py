@@ -1,0 +1,436 @@
+"""``ometer-exporter bench`` against the emulator: OMeter's flags, table, exports and history.
+
+``cli.main`` runs in a worker thread (``asyncio.to_thread``): bench has its own ``asyncio.run``
+while the emulator keeps serving in the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from ollama_emulator import (
+    USAGE_LIMIT_MESSAGE,
+    Fault,
+    chat_model,
+    cloud_stub_model,
+    embedding_model,
+    thinking_model,
+)
+
+from ometer_exporter.cli.main import main
+from ometer_exporter.cli.oneshot import options as bench
+from ometer_exporter.views import rows as export
+
+LLAMA, LLAMA_1B, QWEN, NOMIC = (
+    "llama3.2:latest",
+    "llama3.2:1b",
+    "qwen3:8b",
+    "nomic-embed-text:latest",
+)
+HEADER = ("Model", "Size", "Context", "Quant", "Capabilities")
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def local_models():
+    return [
+        chat_model(LLAMA, decode_tokens_per_second=200.0, output_tokens=24),
+        chat_model(LLAMA_1B, decode_tokens_per_second=320.0, output_tokens=24,
+                   size=1_321_098_329),
+        thinking_model(QWEN, thinking_tokens=4, output_tokens=24),
+        embedding_model(NOMIC),
+        cloud_stub_model("gpt-oss:120b-cloud"),  # a pass-through stub: never benchmarked
+    ]  # fmt: skip
+
+
+@pytest.fixture
+async def emu(emulator_factory):
+    return await emulator_factory(local_models(), time_scale=0.01)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty HOME and working directory: no stray .env file."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def environ(home: Path, url: str, **extra: str) -> dict[str, str]:
+    return {"HOME": str(home), "OLLAMA_HOST": url, "OMETER_STORAGE_PATH": str(home / "data"),
+            **extra}  # fmt: skip
+
+
+async def run(args: list[str], env: dict[str, str]) -> int:
+    return await asyncio.to_thread(main, ["bench", *args], env)
+
+
+def table_models(out: str) -> list[str]:
+    """Model names of the table's rows, in order."""
+    lines = out.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("Model")) + 2
+    return [line.split()[0] for line in lines[start:] if line.strip() and line[0] != " "
+            and not line.startswith("Errors:")]  # fmt: skip
+
+
+def chats(emu) -> list:
+    """Measured chat runs (warmups are one-token requests)."""
+    return [r for r in emu.records_for("/api/chat")
+            if r.body.get("messages") and r.body["options"]["num_predict"] != 1]  # fmt: skip
+
+
+# -- listing, measuring, the table -------------------------------------------------------------
+
+
+async def test_without_ttft_or_tps_it_lists_and_measures_nothing(emu, home, capsys) -> None:
+    assert await run([], environ(home, emu.url)) == 0
+    out = capsys.readouterr().out
+    assert out.split("\n")[0].split() == list(HEADER)
+    assert sorted(table_models(out)) == sorted([LLAMA, LLAMA_1B, QWEN, NOMIC])
+    assert "TTFT" not in out and "TPS" not in out and "\x1b" not in out  # not a TTY
+    assert chats(emu) == [] and emu.records_for("/api/embed") == []
+    assert not (home / "data").exists()  # a listing stores nothing
+
+
+async def test_measures_stores_and_shows_trends(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    assert await run(["--ttft", "--tps", "--runs", "1", "--num-predict", "16"], env) == 0
+    out = capsys.readouterr().out
+    header = out.split("\n")[0].split()
+    assert header == [*HEADER, "TTFT", "TPS"]
+    assert "↑" not in out and "→" not in out  # nothing to compare with yet
+    assert len(chats(emu)) == 3  # llama, llama 1b, qwen: one measured run each
+    with sqlite3.connect(home / "data" / "ometer.sqlite3") as db:
+        stored = sorted(db.execute("SELECT target, model FROM results").fetchall())
+    assert stored == sorted(("local", m) for m in (LLAMA, LLAMA_1B, QWEN, NOMIC))
+    assert sum(1 for r in chats(emu) if r.body.get("keep_alive") == 0) == 3  # left as found
+
+    assert await run(["--ttft", "--tps", "--runs", "1", "--num-predict", "16"], env) == 0
+    rows = [line for line in capsys.readouterr().out.split("\n") if line.startswith(LLAMA + " ")]
+    assert any(arrow in rows[0] for arrow in "↑↓→")  # compared with the first run
+
+
+async def test_only_ttft_or_only_tps(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    assert await run(["--ttft", "--runs", "1", "--model", LLAMA], env) == 0
+    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TTFT"]
+    assert await run(["--tps", "--runs", "1", "--model", LLAMA], env) == 0
+    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TPS"]
+
+
+async def test_verbose_shows_every_run(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    assert await run(["--ttft", "--tps", "--runs", "2", "-v", "--model", LLAMA], env) == 0
+    header = capsys.readouterr().out.split("\n")[0]
+    assert header.split()[len(HEADER):] == ["TTFT", "#1", "TTFT", "#2", "TTFT",
+                                            "TPS", "#1", "TPS", "#2", "TPS"]  # fmt: skip
+    assert await run(["--ttft", "--tps", "--runs", "2", "-v", "--model", LLAMA, "--json"],
+                     env) == 0  # fmt: skip
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["ttft_run_1"] > 0 and row["ttft_run_2"] > 0 and row["tps_run_2"] > 0
+
+
+# -- matching and sorting -----------------------------------------------------------------------
+
+
+async def test_model_exact_or_family(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    assert await run(["--model", "llama3.2"], env) == 0
+    assert table_models(capsys.readouterr().out) == [LLAMA_1B, LLAMA]
+    assert await run(["--model", "llama3.2:1b", "--ttft", "--runs", "1"], env) == 0
+    assert table_models(capsys.readouterr().out) == [LLAMA_1B]
+    assert {r.body["model"] for r in chats(emu)} == {LLAMA_1B}
+    # A pass-through stub is benchmarked only when named exactly (it bills the cloud).
+    assert await run(["--model", "gpt-oss:120b-cloud"], env) == 0
+    assert table_models(capsys.readouterr().out) == ["gpt-oss:120b-cloud"]
+
+
+async def test_nothing_matches_is_exit_1(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    assert await run(["--model", "mistral", "--ttft"], env) == 1
+    err = capsys.readouterr().err
+    assert "no model matches 'mistral'" in err
+    assert chats(emu) == []
+    # Some names match, some do not: a warning, and the others are measured.
+    assert await run(["--model", "mistral", "qwen3", "--runs", "1", "--tps"], env) == 0
+    captured = capsys.readouterr()
+    assert "warning: no model matches 'mistral'" in captured.err
+    assert table_models(captured.out) == [QWEN]
+
+
+async def test_sort_reverse_and_json_to_stdout(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    args = ["--ttft", "--tps", "--runs", "1", "--model", "llama3.2", "qwen3"]
+    assert await run([*args, "--sort", "tps", "--json"], env) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert [r["model"] for r in rows] == [LLAMA_1B, LLAMA, QWEN]  # 320, 200, 60 tokens/s
+    assert list(rows[0])[: len(export.COLUMNS)] == list(export.COLUMNS)
+    assert rows[0]["tps"] > rows[1]["tps"] > rows[2]["tps"]
+    assert "[3/3]" in captured.err  # progress on stderr while stdout carries the export
+    assert await run(["--history", "--sort", "tps", "--reverse", "--json"], env) == 0
+    assert [r["model"] for r in json.loads(capsys.readouterr().out)] == [QWEN, LLAMA, LLAMA_1B]
+    assert await run(["--sort", "size"], env) == 0  # listing: biggest first
+    assert table_models(capsys.readouterr().out) == [QWEN, LLAMA, LLAMA_1B, NOMIC]
+
+
+async def test_reverse_needs_sort(emu, home, capsys) -> None:
+    assert await run(["--reverse"], environ(home, emu.url)) == 2
+    assert "--reverse needs --sort" in capsys.readouterr().err
+
+
+async def test_csv_to_a_file_and_table_still_shown(emu, home, capsys) -> None:
+    path = home / "out" / "results.csv"
+    path.parent.mkdir()
+    env = environ(home, emu.url)
+    assert await run(["--tps", "--runs", "1", "--model", QWEN, "--csv", str(path)], env) == 0
+    captured = capsys.readouterr()
+    assert table_models(captured.out) == [QWEN]
+    assert f"wrote 1 row to {path}" in captured.err
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["model"] for r in rows] == [QWEN] and float(rows[0]["tps"]) > 0
+    missing = home / "nope" / "x.json"
+    assert await run(["--json", str(missing)], env) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert await run(["--json", "--csv"], env) == 2
+
+
+# -- history, prompts, parallel -----------------------------------------------------------------
+
+
+async def test_history_latest_and_all(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    assert await run(["--history"], env) == 0
+    assert "no stored results" in capsys.readouterr().err
+    assert not (home / "data").exists()
+    for _ in range(2):
+        assert await run(["--ttft", "--tps", "--runs", "1", "--model", "llama3.2"], env) == 0
+    capsys.readouterr()
+    assert await run(["--history"], env) == 0
+    out = capsys.readouterr().out
+    assert out.split("\n")[0].split() == ["Model", "Size", "Context", "Quant", "Capabilities",
+                                          "TTFT", "TPS", "Benchmarked"]  # fmt: skip
+    assert table_models(out) == [LLAMA_1B, LLAMA]  # the latest result of each
+    assert await run(["--history", "-v", "--json"], env) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in every] == [LLAMA_1B, LLAMA_1B, LLAMA, LLAMA]
+    # The inventory is stored with each result, so history shows it too.
+    assert every[-1]["size_bytes"] and every[-1]["context_length_tokens"]
+    assert every[-1]["capabilities"]
+    assert every[0]["benchmarked_at"] < every[1]["benchmarked_at"]
+    assert await run(["--history", "--model", "qwen3"], env) == 1
+    emu_calls = len(emu.records)
+    assert await run(["--history", "--local"], env) == 0  # reads the store, never the server
+    assert len(emu.records) == emu_calls
+
+
+async def test_prompts_file(emu, home, capsys) -> None:
+    prompts = home / "prompts.txt"
+    prompts.write_text("Describe a lighthouse in five sentences.\n\n   \n"
+                       "Explain tides in five sentences.\n")  # fmt: skip
+    env = environ(home, emu.url)
+    assert await run(["--tps", "--runs", "3", "--model", LLAMA, "--prompts", str(prompts)],
+                     env) == 0  # fmt: skip
+    sent = [r.body["messages"][0]["content"] for r in chats(emu)]
+    assert [s.split("] ", 1)[1] for s in sent] == [
+        "Describe a lighthouse in five sentences.",
+        "Explain tides in five sentences.",
+        "Describe a lighthouse in five sentences.",
+    ]
+    assert await run(["--tps", "--prompts", "Say hi in ten words.", "--model", LLAMA,
+                      "--runs", "1"], env) == 0  # fmt: skip
+    assert chats(emu)[-1].body["messages"][0]["content"].endswith("] Say hi in ten words.")
+
+
+async def test_parallel_warns_and_measures_everything(emu, home, capsys) -> None:
+    env = environ(home, emu.url, OMETER_PARALLEL="3", OMETER_RUNS="1")
+    assert await run(["--tps"], env) == 0
+    captured = capsys.readouterr()
+    assert "--parallel 3" in captured.err and "queueing" in captured.err
+    assert len(chats(emu)) == 3
+    assert await run([], environ(home, emu.url, OMETER_RUNS="9")) == 2
+    assert "OMETER_RUNS" in capsys.readouterr().err
+
+
+# -- targets: local, cloud, config file, menu, .env ---------------------------------------------
+
+
+@pytest.fixture
+async def cloud(emulator_factory):
+    return await emulator_factory(
+        [chat_model("gpt-oss:120b", family="gptoss", output_tokens=24)],
+        cloud=True, api_key="sk-test", time_scale=0.01,
+    )  # fmt: skip
+
+
+async def test_cloud_target_only_with_a_key(emu, cloud, home, capsys) -> None:
+    env = environ(home, emu.url, OLLAMA_CLOUD_BASE_URL=cloud.url)
+    assert await run(["--cloud"], env) == 2
+    assert "OLLAMA_CLOUD_API_KEY" in capsys.readouterr().err
+    env["OLLAMA_CLOUD_API_KEY"] = "sk-test"
+    assert await run([], env) == 0  # neither flag: both targets, with a Target column
+    out = capsys.readouterr().out
+    assert out.split("\n")[0].split()[:2] == ["Model", "Target"]
+    assert "gpt-oss:120b" in table_models(out) and LLAMA in table_models(out)
+    assert await run(["--cloud", "--tps", "--runs", "1"], env) == 0
+    out = capsys.readouterr().out
+    assert table_models(out) == ["gpt-oss:120b"] and "Target" not in out
+    assert cloud.records_for("/api/chat")[0].headers["authorization"] == "Bearer sk-test"
+    assert "sk-test" not in out
+
+
+async def test_cloud_usage_limit_stops_the_target(emulator_factory, home, capsys) -> None:
+    cloud = await emulator_factory(
+        [chat_model("gpt-oss:120b", family="gptoss"), chat_model("qwen3-coder:480b")],
+        cloud=True, api_key="sk-test", time_scale=0.01,
+    )  # fmt: skip
+    for name in ("gpt-oss:120b", "qwen3-coder:480b"):
+        cloud.add_fault(name, Fault("status", status=429, message=USAGE_LIMIT_MESSAGE, times=-1))
+    env = environ(home, "http://127.0.0.1:9", OLLAMA_CLOUD_BASE_URL=cloud.url,
+                  OLLAMA_CLOUD_API_KEY="sk-test")  # fmt: skip
+    assert await run(["--cloud", "--tps", "--runs", "3"], env) == 0
+    captured = capsys.readouterr()
+    assert len(cloud.records_for("/api/chat")) == 1  # no retry, no second run, no next model
+    assert "usage limit reached" in captured.err
+    assert "session usage limit" in captured.out  # the model's error under the table
+
+
+async def test_menu_on_a_terminal(emu, cloud, home, capsys, monkeypatch) -> None:
+    env = environ(home, emu.url, OLLAMA_CLOUD_BASE_URL=cloud.url, OLLAMA_CLOUD_API_KEY="sk-test")
+    monkeypatch.setattr(sys, "stdin", FakeTTY("3\n"))
+    assert await run([], env) == 0
+    captured = capsys.readouterr()
+    assert "1) Both local and cloud" in captured.err and "4) Cancel" in captured.err
+    assert table_models(captured.out) == ["gpt-oss:120b"]
+    monkeypatch.setattr(sys, "stdin", FakeTTY("x\nlocal\n"))  # asks again, takes a word too
+    assert await run([], env) == 0
+    captured = capsys.readouterr()
+    assert "Please answer 1-4." in captured.err and LLAMA in table_models(captured.out)
+    monkeypatch.setattr(sys, "stdin", FakeTTY("4\n"))
+    assert await run(["--ttft"], env) == 0
+    assert "Cancelled." in capsys.readouterr().err
+    assert chats(emu) == [] and cloud.records_for("/api/chat") == []
+    monkeypatch.setattr(sys, "stdin", FakeTTY(""))  # --model: no question asked
+    assert await run(["--model", LLAMA], env) == 0
+    assert "Record which models?" not in capsys.readouterr().err
+
+
+async def test_config_file_targets(emu, emulator_factory, home, capsys) -> None:
+    other = await emulator_factory([chat_model("mistral:7b", family="mistral")], time_scale=0.01)
+    config = home / "ometer.yaml"
+    config.write_text(f"targets:\n  - {{name: box1, url: '{emu.url}'}}\n"
+                      f"  - {{name: box2, url: '{other.url}', exclude: [mistral]}}\n")  # fmt: skip
+    env = {"HOME": str(home), "OMETER_STORAGE_PATH": str(home / "data")}
+    assert await run(["--config.file", str(config), "--local", "--tps", "--runs", "1",
+                      "--model", "mistral", LLAMA], env) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert [line.split()[:2] for line in out.split("\n")[2:4]] == [
+        [LLAMA, "box1"], ["mistral:7b", "box2"],  # --model wins over the file's exclude
+    ]  # fmt: skip
+    assert await run(["--config.file", str(config), "--cloud"], env) == 2
+    assert "has no cloud target" in capsys.readouterr().err
+    config.write_text("targets: [oops")
+    assert await run(["--config.file", str(config)], env) == 2
+
+
+async def test_dotenv_files(emu, home, capsys) -> None:
+    (home / ".config" / "ometer").mkdir(parents=True)
+    (home / ".config" / "ometer" / ".env").write_text(
+        f'# the local server\nexport OLLAMA_HOST="{emu.url}"\nOMETER_RUNS=1  # one run\n'
+    )
+    (home / ".env").write_text("OMETER_RUNS='2'\n")  # ~/.env beats ~/.config/ometer/.env
+    env = {"HOME": str(home), "OMETER_STORAGE_PATH": str(home / "data")}
+    assert await run(["--tps", "--model", LLAMA, "--json"], env) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]) > 0
+    assert len(chats(emu)) == 2
+    (home / ".env").write_text("OLLAMA_HOST=http://127.0.0.1:9\n")  # ./.env (cwd is home)
+    env["OLLAMA_HOST"] = emu.url  # the real environment wins
+    assert await run(["--model", LLAMA], env) == 0
+    assert bench.parse_dotenv("A=1\n#B=2\nC = 'x # y'\nD=plain # note\nbad line\n") == {
+        "A": "1", "C": "x # y", "D": "plain",
+    }  # fmt: skip
+
+
+async def test_a_model_without_any_counted_run_is_explained(emu, home, capsys) -> None:
+    emu.add_fault(LLAMA, Fault("force_reload", times=-1))  # every run pays a load: left out
+    assert await run(["--tps", "--runs", "2", "--model", LLAMA], environ(home, emu.url)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split("\n")[2].split()[-2:] == ["no", "run"]
+    assert (f"warning: {LLAMA} (local): no run was counted (2 runs: the model was reloaded "
+            "during the run)") in captured.err  # fmt: skip
+
+
+async def test_unreachable_target_is_exit_1(home, capsys) -> None:
+    assert await run(["--ttft"], environ(home, "http://127.0.0.1:9")) == 1
+    assert "cannot reach local (http://127.0.0.1:9)" in capsys.readouterr().err
+
+
+def test_parser() -> None:
+    args = bench.build_parser().parse_args(
+        ["--model", "llama3.2", "qwen3:8b", "--model", "phi3", "--json", "--csv", "out.csv",
+         "--runs", "2", "--sort", "ctx", "--reverse", "-v"]
+    )  # fmt: skip
+    assert args.model == ["llama3.2", "qwen3:8b", "phi3"]
+    assert (args.json, args.csv) == ("-", "out.csv")  # no PATH: stdout
+    assert (args.runs, args.sort, args.reverse, args.verbose) == (2, "ctx", True, True)
+    defaults = bench.build_parser().parse_args([])
+    assert (defaults.local, defaults.cloud, defaults.ttft, defaults.tps) == (False,) * 4
+    assert defaults.runs is defaults.parallel is defaults.json is None
+    for bad in (["--runs", "4"], ["--runs", "x"], ["--parallel", "0"], ["--num-predict", "4"],
+                ["--sort", "speed"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            bench.build_parser().parse_args(bad)
+
+
+def test_bench_must_come_first(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--storage.path", "/tmp/x", "bench"], env={})
+    assert info.value.code == 2
+    assert "give bench first" in capsys.readouterr().err
+
+
+# -- the terminal: live redraw, colours ---------------------------------------------------------
+
+
+async def test_live_table_on_a_terminal(emu, home, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "50")
+    for env_extra, coloured in (({}, True), ({"NO_COLOR": "1"}, False)):
+        screen = FakeTTY()
+        monkeypatch.setattr(sys, "stdout", screen)
+        code = await run(["--ttft", "--tps", "--runs", "1", "--model", "llama3.2", "qwen3"],
+                         environ(home, emu.url, **env_extra))  # fmt: skip
+        assert code == 0
+        out = screen.getvalue()
+        # First drawn queued, redrawn in place (cursor up + clear) as each model finishes.
+        assert "queued" in out and "running…" in out
+        assert out.count("\x1b[J") >= 6  # 3 models: start and finish of each
+        assert "\x1b[5F\x1b[J" in out  # a header, a rule, 3 rows: up 5 lines
+        assert ("\x1b[32m" in out) is coloured
+        final = out.rsplit("\x1b[J", 1)[1]
+        assert "queued" not in final and "running" not in final
+
+
+async def test_a_table_taller_than_the_terminal_shows_progress_then_the_table(
+    emu, home, monkeypatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "6")
+    screen = FakeTTY()
+    monkeypatch.setattr(sys, "stdout", screen)
+    assert await run(["--tps", "--runs", "1"], environ(home, emu.url, NO_COLOR="1")) == 0
+    out = screen.getvalue()
+    assert "benchmarking… 0/4 done" in out and "benchmarking… 3/4 done" in out
+    assert "queued" not in out  # the table was never drawn half-done
+    final = out.rsplit("\x1b[J", 1)[1]
+    assert sorted(table_models(final)) == sorted([LLAMA, LLAMA_1B, QWEN, NOMIC])
