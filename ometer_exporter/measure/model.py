@@ -1,6 +1,6 @@
 """How a number is measured: one model on one target -> :class:`ModelResult`.
 
-The rules (DESIGN §5), each for a reason:
+The rules, each for a reason:
 
 * TTFT is client-measured: request sent -> first streamed chunk carrying thinking or content.
   Time to first *content* and end-to-end time are kept beside it.

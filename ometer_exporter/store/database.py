@@ -51,7 +51,7 @@ class Database:
         self._conn = conn
         return conn
 
-    def write(self, target: str, model: str, bench: Record, inventory: Inventory | None) -> None:
+    def write(self, target: str, model: str, record: Record, inventory: Inventory | None) -> None:
         conn = self._connect()
         if conn is None:
             return
@@ -61,7 +61,7 @@ class Database:
                 conn.execute(
                     "INSERT INTO results (target, model, finished_at, benchmark, inventory)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (target, model, bench.finished_at, bench.to_json(), inv),
+                    (target, model, record.finished_at, record.to_json(), inv),
                 )
                 conn.execute(
                     "DELETE FROM results WHERE finished_at < ?", (time.time() - self.retention,)
@@ -94,12 +94,12 @@ class Database:
         out: list[Stored] = []
         for target, model, text, inventory in rows:
             try:
-                bench = Record.from_json(text)
+                record = Record.from_json(text)
                 inv = Inventory.from_json(inventory) if inventory else None
             except (ValueError, TypeError) as exc:
                 log.warning("skipping an unreadable stored result of %s: %s", model, exc)
                 continue
-            out.append((str(target), str(model), bench, inv))
+            out.append((str(target), str(model), record, inv))
         return out
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from ometer_exporter.measure.results import Kind, ModelResult, model_kind
 
-# Histogram upper bounds (seconds): ~14 buckets each, per DESIGN §4.
+# Histogram upper bounds (seconds): ~14 buckets each.
 TTFT_BUCKETS: Final = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 )  # fmt: skip
