@@ -1,4 +1,4 @@
-"""Stream ingest: chunks/s the client reads from one NDJSON stream on one core (DESIGN §10).
+"""Stream ingest: chunks/s the client reads from one NDJSON stream, one core (performance §3).
 
     python perf/ingest.py [--chunks 200000] [--reps 5] [--quick]
 

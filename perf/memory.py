@@ -1,4 +1,4 @@
-"""Memory and growth (DESIGN §10: RSS ≤ 100 MB with 1,000 models; no growth over 10,000 runs).
+"""Memory and growth (docs/performance.md §4: RSS ≤ 100 MB with 1,000 models, no growth).
 
     python perf/memory.py [--models 1000] [--cycles 10000] [--quick]
 

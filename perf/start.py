@@ -1,4 +1,4 @@
-"""Start: process start to the first ``200`` on ``/metrics`` (DESIGN §10: within 1 s).
+"""Start: process start to the first ``200`` on ``/metrics`` (docs/performance.md §5: ≤ 1 s).
 
     python perf/start.py [--reps 10] [--quick]
 

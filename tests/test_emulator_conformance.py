@@ -1,4 +1,4 @@
-"""Conformance of the test-suite Ollama emulator to shared/reference/ollama-protocol.md.
+"""Conformance of the test-suite Ollama emulator to docs/ollama-protocol.md.
 
 Driven with raw sockets (for wire timing and exact bytes) and aiohttp — never with the
 exporter's own client, so the emulator is checked against the reference, not against us.

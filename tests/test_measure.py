@@ -1,4 +1,4 @@
-"""Measurement against the emulator's ground truth (DESIGN §5)."""
+"""Measurement against the emulator's ground truth (the rules in ``measure.model``)."""
 
 from __future__ import annotations
 

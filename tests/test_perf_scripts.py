@@ -1,7 +1,7 @@
 """Every benchmark of ``perf/`` runs at its tiny size and prints its figures.
 
 These check that the scripts work, not the figures: speed targets live in ``perf/`` and
-``docs/performance.md``, never in the test suite (DESIGN §9).
+``docs/performance.md``, never in the test suite, where a shared machine would make them flaky.
 """
 
 from __future__ import annotations

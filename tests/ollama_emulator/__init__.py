@@ -1,4 +1,4 @@
-"""A wire-faithful Ollama emulator for the test suite (see ``shared/reference/ollama-protocol.md``).
+"""A wire-faithful Ollama emulator for the test suite (see ``docs/ollama-protocol.md``).
 
 >>> from ollama_emulator import OllamaEmulator, chat_model  # doctest: +SKIP
 >>> async with OllamaEmulator([chat_model(load_seconds=120)], time_scale=0.001) as emu:

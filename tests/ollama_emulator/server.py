@@ -1,4 +1,4 @@
-"""An Ollama server emulator on aiohttp, faithful to ``shared/reference/ollama-protocol.md``.
+"""An Ollama server emulator on aiohttp, faithful to ``docs/ollama-protocol.md``.
 
 Time model: the emulator sleeps ``x * time_scale`` real seconds for ``x`` emulated seconds
 (load, prefill, decode, fault stalls, keep-alive) and reports durations in emulated
@@ -76,7 +76,7 @@ USAGE_LIMIT_MESSAGE = (
     "you (user) have reached your session usage limit, upgrade for higher limits: "
     "https://ollama.com/upgrade"
 )
-# Reference §13: the real text for a completion model on /api/embed (llama-server started
+# docs/ollama-protocol.md §13: the real text for a completion model on /api/embed (llama-server started
 # without --embeddings) is unverified; this is llama.cpp's wording for that case, relayed.
 NO_EMBEDDINGS_MESSAGE = (
     "llama-server: This server does not support embeddings. Start it with `--embeddings`"
@@ -110,7 +110,7 @@ _MID_STREAM_KINDS = frozenset(
     {"malformed_line", "truncate", "error_line", "stall", "huge_line", "reset"}
 )
 
-# api.Options / api.Runner keys and their Go kinds (reference §4.2); unknown keys are ignored.
+# api.Options / api.Runner keys and their Go kinds (docs/ollama-protocol.md §4.2); unknown keys are ignored.
 _OPTION_KINDS: Mapping[str, str] = {
     "num_keep": "int",
     "seed": "int",

@@ -1,5 +1,5 @@
 """What Go puts on the wire: encoding/json output, RFC 3339 times, time.ParseDuration, and the
-decoder's error messages for request bodies (reference §1.3, §1.5, §4.1)."""
+decoder's error messages for request bodies (docs/ollama-protocol.md §1.3, §1.5, §4.1)."""
 
 from __future__ import annotations
 
