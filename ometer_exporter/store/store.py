@@ -15,9 +15,10 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Final, TypeVar
 
 from ometer_exporter.measure.results import ModelResult
 from ometer_exporter.store.database import Database
@@ -34,6 +35,21 @@ from ometer_exporter.store.records import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class Keep(Enum):
+    """The type of ``KEEP``: "leave this field as it is" in ``Store.update_target``."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
+
+_T = TypeVar("_T")
+
+
+def _kept(value: _T | Keep, old: _T) -> _T:
+    return old if isinstance(value, Keep) else value
 
 
 class Store:
@@ -83,11 +99,33 @@ class Store:
         models = {k: v for k, v in self._snapshot.models.items() if k[0] in new}
         self._swap(targets=merged, models=models)
 
-    def update_target(self, name: str, **changes: Any) -> None:
+    def update_target(
+        self,
+        name: str,
+        *,
+        up: bool | Keep | None = KEEP,
+        version: str | Keep | None = KEEP,
+        error: str | Keep | None = KEEP,
+        last_cycle_started: float | Keep | None = KEEP,
+        last_cycle_duration: float | Keep | None = KEEP,
+        loop_errors: int | Keep = KEEP,
+    ) -> None:
+        """Change some of a target's fields; those left at ``KEEP`` stay as they are."""
+        old = self._snapshot.targets.get(name)
+        if old is None:
+            return
+        new = replace(
+            old,
+            up=_kept(up, old.up),
+            version=_kept(version, old.version),
+            error=_kept(error, old.error),
+            last_cycle_started=_kept(last_cycle_started, old.last_cycle_started),
+            last_cycle_duration=_kept(last_cycle_duration, old.last_cycle_duration),
+            loop_errors=_kept(loop_errors, old.loop_errors),
+        )
         targets = dict(self._snapshot.targets)
-        if name in targets:
-            targets[name] = replace(targets[name], **changes)
-            self._swap(targets=targets)
+        targets[name] = new
+        self._swap(targets=targets)
 
     def set_config_reload(self, ok: bool) -> None:
         self._swap(config_reload_ok=ok)
