@@ -1,13 +1,23 @@
-"""The scheduler: one worker per configured target; a reload restarts only what changed."""
+"""The scheduler: one worker per configured target; a reload restarts only what changed.
+
+It owns the loop's lifecycle (``running``): the loop-lag probe every measurement consults, the
+workers, and the store they write, closed only once the workers have stopped. Besides the
+endless loop (``apply``) it runs one requested cycle (``discover_once`` then ``measure_once``),
+what ``ometer-exporter bench`` does.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
-from ometer_exporter.config.settings import Settings
+from ometer_exporter.client.errors import OllamaError
+from ometer_exporter.config.settings import Settings, TargetSettings
 from ometer_exporter.loop.selection import target_state
-from ometer_exporter.loop.worker import TargetWorker
+from ometer_exporter.loop.worker import CycleProgress, TargetWorker
 from ometer_exporter.measure.lag import LoopLagProbe
+from ometer_exporter.store.records import ModelKey
 from ometer_exporter.store.store import Store
 
 
@@ -16,13 +26,27 @@ class Scheduler:
 
     def __init__(self, store: Store, *, lag_probe: LoopLagProbe | None = None) -> None:
         self.store = store
-        self.lag_probe = lag_probe
+        self.lag_probe = lag_probe if lag_probe is not None else LoopLagProbe()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.workers: dict[str, TargetWorker] = {}
 
     @property
     def running(self) -> bool:
         return bool(self._tasks) and all(not t.done() for t in self._tasks.values())
+
+    @contextlib.asynccontextmanager
+    async def started(self, *, grace: float = 3.0) -> AsyncIterator[Scheduler]:
+        """The loop-lag probe runs inside; on the way out the workers stop (within ``grace``
+        seconds), then the probe, then the store closes."""
+        probe = asyncio.create_task(self.lag_probe.run(), name="ometer-loop-lag")
+        try:
+            yield self
+        finally:
+            try:
+                await self.stop(grace=grace)
+            finally:
+                probe.cancel()
+                await self.store.close()
 
     async def apply(self, settings: Settings) -> None:
         """Install the targets; restart only the workers whose target settings changed."""
@@ -31,9 +55,10 @@ class Scheduler:
             for t in settings.targets
             if t.name in self.workers
             and self.workers[t.name].target == t
+            and t.name in self._tasks
             and not self._tasks[t.name].done()
         }
-        for name in [n for n in self._tasks if n not in keep]:
+        for name in [n for n in self.workers if n not in keep]:
             await self._stop_one(name)
         self.store.set_targets(target_state(t) for t in settings.targets)
         for target in settings.targets:
@@ -45,9 +70,50 @@ class Scheduler:
                 worker.run(), name=f"ometer-target-{target.name}"
             )
 
+    # -- one requested cycle -----------------------------------------------------------------
+
+    async def discover_once(
+        self, targets: Sequence[TargetSettings]
+    ) -> list[list[str] | OllamaError]:
+        """Discover each target once, concurrently, without starting its loop: per target (in
+        order) the models it lists, or why it could not be reached. Its worker stays, idle, for
+        ``measure_once``."""
+        self.store.set_targets(target_state(t) for t in targets)
+        for target in targets:
+            self.workers[target.name] = TargetWorker(target, self.store, lag_probe=self.lag_probe)
+        return list(await asyncio.gather(*(self._discover(t.name) for t in targets)))
+
+    async def _discover(self, name: str) -> list[str] | OllamaError:
+        try:
+            return [tag.name for tag in await self.workers[name].discover()]
+        except OllamaError as exc:
+            return exc
+
+    async def measure_once(
+        self, keys: Sequence[ModelKey], *, parallel: int, progress: CycleProgress
+    ) -> dict[str, str]:
+        """Benchmark each (target, model) once: targets concurrently, ``parallel`` models at a
+        time within a target, in the given order. Returns the targets a usage limit stopped,
+        with its error."""
+        names = [n for n in self.workers if any(t == n for t, _ in keys)]
+        limits = await asyncio.gather(
+            *(
+                self.workers[n].measure_once(
+                    [m for t, m in keys if t == n], parallel=parallel, progress=progress
+                )
+                for n in names
+            )
+        )
+        return {n: limit for n, limit in zip(names, limits, strict=True) if limit is not None}
+
+    # -- stopping ----------------------------------------------------------------------------
+
     async def _stop_one(self, name: str, grace: float = 3.0) -> None:
-        task = self._tasks.pop(name)
-        self.workers.pop(name, None)
+        worker = self.workers.pop(name)
+        task = self._tasks.pop(name, None)
+        if task is None:
+            await worker.aclose()
+            return
         task.cancel()
         await asyncio.wait([task], timeout=grace)
 
@@ -55,7 +121,10 @@ class Scheduler:
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
+        idle = [w for n, w in self.workers.items() if n not in self._tasks]
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
+        for worker in idle:
+            await worker.aclose()
         self._tasks.clear()
         self.workers.clear()

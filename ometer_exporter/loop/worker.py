@@ -13,8 +13,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Protocol
 
 from ometer_exporter.client.errors import ErrorType, OllamaError, OllamaNotFound
 from ometer_exporter.client.ollama import OllamaClient
@@ -37,6 +37,19 @@ PS_POLL_INTERVAL: Final = 15.0
 USAGE_LIMIT_PAUSE: Final = 3600.0
 BACKOFF_START: Final = 5.0
 BACKOFF_MAX: Final = 300.0
+
+
+class CycleProgress(Protocol):
+    """What one requested cycle reports, model by model (``TargetWorker.measure_once``)."""
+
+    def started(self, target: str, model: str) -> None:
+        """A slot is free and the model's benchmark begins."""
+
+    def skipped(self, target: str, model: str) -> None:
+        """The model's turn came after a usage limit: not measured."""
+
+    def finished(self, target: str, model: str, result: ModelResult | None) -> None:
+        """The model's benchmark ended (None: not loaded, nothing measured)."""
 
 
 def jittered(interval: float, jitter: float) -> float:
@@ -88,7 +101,11 @@ class TargetWorker:
                 self.next_delay = delay
                 await self._wait(delay)
         finally:
-            await self.client.aclose()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the worker's connections to its target."""
+        await self.client.aclose()
 
     async def _guard(self, step: _Step) -> bool:
         """Run a discovery or a cycle; a failure marks the target down, never ends the loop."""
@@ -219,6 +236,31 @@ class TargetWorker:
                 )  # fmt: skip
                 break
         self.cycles += 1
+
+    async def measure_once(
+        self, models: Sequence[str], *, parallel: int, progress: CycleProgress
+    ) -> str | None:
+        """Benchmark ``models`` once, ``parallel`` at a time, in order, loading them as needed.
+
+        Returns the usage-limit error that stopped it (the models after it are skipped).
+        """
+        name = self.target.name
+        slots = asyncio.Semaphore(parallel)
+        limited: list[str] = []  # the cloud's usage window is spent: stop asking
+
+        async def one(model: str) -> None:
+            async with slots:
+                if limited:
+                    progress.skipped(name, model)
+                    return
+                progress.started(name, model)
+                result = await self.benchmark(model, allow_load=True)
+                if result is not None and result.usage_limited is not None:
+                    limited.append(result.usage_limited.error or "usage limit")
+                progress.finished(name, model, result)
+
+        await asyncio.gather(*(one(model) for model in models))
+        return limited[0] if limited else None
 
 
 def _inventory(

@@ -1,8 +1,9 @@
 """``ometer-exporter bench``: one benchmark cycle in the terminal, with OMeter's flags.
 
 It reuses the exporter end to end, so a number means the same here as on ``/metrics``:
-configuration (``config.load_settings``), discovery (``TargetWorker.discover``), selection
-(``scheduler.wanted``, OMeter's exact-or-family match), measurement (``measure_model``), the
+configuration (``config.load_settings``), one cycle of the loop (``Scheduler.discover_once``,
+``Scheduler.measure_once``: the workers and lag probe of ``serve``), selection
+(``selection.wanted``, OMeter's exact-or-family match), measurement (``measure_model``), the
 store (an in-memory snapshot, persisted to the same SQLite file as ``serve`` so the next run can
 show trends), and the export rows, sorting and encodings (``export``). Only the orchestration
 of one cycle lives here: targets concurrently, ``--parallel`` models at once per target.
@@ -44,10 +45,9 @@ from ometer_exporter.cli.oneshot.screen import Progress, Screen, collected_warni
 from ometer_exporter.client.errors import OllamaError
 from ometer_exporter.config.checks import ConfigError
 from ometer_exporter.config.settings import StorageSettings, TargetSettings
+from ometer_exporter.loop.scheduler import Scheduler
 from ometer_exporter.loop.selection import target_state, wanted
-from ometer_exporter.loop.worker import TargetWorker
-from ometer_exporter.measure.lag import LoopLagProbe
-from ometer_exporter.measure.results import DiscardReason
+from ometer_exporter.measure.results import DiscardReason, ModelResult
 from ometer_exporter.names import match_model
 from ometer_exporter.store.records import ModelEntry, ModelKey, Snapshot, Stored
 from ometer_exporter.store.store import Store
@@ -152,7 +152,11 @@ def _layout(opts: Options, *, targets: int, runs: int, history: bool = False) ->
 
 @dataclass
 class _Run:
-    """What the run knows while it goes: what is selected, queued, running."""
+    """What the run knows while it goes: what is selected, queued, running.
+
+    It is the cycle's ``CycleProgress``: each report updates the sets, then ``on_change``
+    redraws (with the model that just finished, if one did).
+    """
 
     opts: Options
     store: Store
@@ -161,6 +165,7 @@ class _Run:
     queued: set[ModelKey] = field(default_factory=set)
     running: list[ModelKey] = field(default_factory=list)
     previous: dict[ModelKey, export.Row] = field(default_factory=dict)
+    on_change: Callable[[ModelKey | None], None] = lambda finished: None
 
     def rows(self) -> list[export.Row]:
         query = queries.Query(
@@ -183,130 +188,104 @@ class _Run:
             previous=self.previous,
         )
 
+    def started(self, target: str, model: str) -> None:
+        self.queued.discard((target, model))
+        self.running.append((target, model))
+        self.on_change(None)
+
+    def skipped(self, target: str, model: str) -> None:
+        self.queued.discard((target, model))
+
+    def finished(self, target: str, model: str, result: ModelResult | None) -> None:
+        if result is not None and not result.success and result.first_error is None:
+            _explain_discarded(target, model, result.discarded)
+        self.running.remove((target, model))
+        self.on_change((target, model))
+
 
 async def _bench(
     opts: Options, targets: tuple[TargetSettings, ...], stdout: TextIO, stderr: TextIO
 ) -> int:
     storage = opts.settings.storage
     store = Store(storage.path if opts.measure else None, retention=storage.retention)
-    store.set_targets(target_state(t) for t in targets)
     run = _Run(opts, store, targets)
-    workers = [TargetWorker(t, store) for t in targets]
-    try:
+    async with Scheduler(store).started() as scheduler:
         with collected_warnings(stderr):
-            code = await _cycle(run, workers, storage, stdout, stderr)
-    finally:
-        for worker in workers:
-            await worker.client.aclose()
-        await store.close()
-    return code
+            found = await scheduler.discover_once(targets)
+            code = _select(run, found, stderr)
+            if code is not None:
+                return code
+            show_table = not opts.to_stdout
+            layout = _layout(opts, targets=len(targets),
+                             runs=max(t.benchmark.runs for t in targets))  # fmt: skip
+            if opts.measure and await _measure(run, scheduler, layout, stdout, stderr):
+                show_table = False  # the live table is on the screen already
+            if show_table:
+                stdout.write(run.text(layout) + "\n")
+                stdout.flush()
+            return _write_exports(opts, run.rows(), stdout, stderr)
 
 
-async def _cycle(
-    run: _Run, workers: Sequence[TargetWorker], storage: StorageSettings, stdout: TextIO,
-    stderr: TextIO,
-) -> int:  # fmt: skip
+def _select(run: _Run, found: Sequence[list[str] | OllamaError], stderr: TextIO) -> int | None:
+    """The models the run measures, from what discovery found; an exit code if there are none."""
     opts = run.opts
-    found = await asyncio.gather(*(_discover(w) for w in workers))
-    reached = 0
-    for worker, tags in zip(workers, found, strict=True):
+    reached = [(t, tags) for t, tags in zip(run.targets, found, strict=True)
+               if not isinstance(tags, OllamaError)]  # fmt: skip
+    for t, tags in zip(run.targets, found, strict=True):
         if isinstance(tags, OllamaError):
-            t = worker.target
             print(f"ometer-exporter bench: cannot reach {t.name} ({t.url}): {tags}", file=stderr)
-            continue
-        reached += 1
-        run.selected += [(worker.target.name, name) for name in tags
-                         if wanted(worker.target, name)]  # fmt: skip
     if not reached:
         return EXIT_NOTHING
-    listed = [name for tags in found if not isinstance(tags, OllamaError) for name in tags]
+    run.selected = [(t.name, name) for t, tags in reached for name in tags if wanted(t, name)]
+    listed = [name for _, tags in reached for name in tags]
     unmatched = [q for q in opts.models if not any(match_model(q, name) for name in listed)]
     if opts.models and not run.selected:
-        where = ", ".join(w.target.name for w in workers)
+        where = ", ".join(t.name for t in run.targets)
         print(f"ometer-exporter bench: no model matches {', '.join(map(repr, unmatched))} "
               f"on {where}; `ometer-exporter bench` lists the models", file=stderr)  # fmt: skip
         return EXIT_NOTHING
     for query in unmatched:
         print(f"warning: no model matches {query!r}", file=stderr)
+    return None
 
+
+async def _measure(
+    run: _Run, scheduler: Scheduler, layout: table.Layout, stdout: TextIO, stderr: TextIO
+) -> bool:
+    """Benchmark the selected models, showing progress: a live table on a terminal (then True),
+    or a progress line on stderr when the table is not wanted."""
+    opts = run.opts
+    storage = opts.settings.storage
+    run.previous = await _previous(run.targets, storage, run.selected)
+    run.queued = set(run.selected)
     show_table = not opts.to_stdout
-    runs = max(t.benchmark.runs for t in run.targets)
-    layout = _layout(opts, targets=len(run.targets), runs=runs)
-    if opts.measure:
-        run.previous = await _previous(run.targets, storage, run.selected)
-        run.queued = set(run.selected)
-        live = Screen(stdout) if show_table and isatty(stdout) else None
-        progress = None if show_table else Progress(stderr, len(run.selected))
+    live = Screen(stdout) if show_table and isatty(stdout) else None
+    progress = None if show_table else Progress(stderr, len(run.selected))
 
-        def changed(finished: ModelKey | None) -> None:
-            if live is not None:
-                done = len(run.selected) - len(run.queued) - len(run.running)
-                note = f"benchmarking… {done}/{len(run.selected)} done"
-                # A table taller than the terminal cannot be redrawn: don't even render it.
-                tall = len(run.selected) + 4 >= shutil.get_terminal_size().lines
-                live.draw(note if tall else run.text(layout), fallback=note)
-            if progress is not None:
-                progress.update(run.running, finished)
-
-        changed(None)
-        probe = LoopLagProbe()
-        probe_task = asyncio.create_task(probe.run())
-        for worker in workers:
-            worker.lag_probe = probe
-        try:
-            busy = {t for t, _ in run.selected}
-            await asyncio.gather(
-                *(_measure_target(run, w, changed) for w in workers if w.target.name in busy)
-            )
-        finally:
-            probe_task.cancel()
-            if progress is not None:
-                progress.close()
+    def changed(finished: ModelKey | None) -> None:
         if live is not None:
-            live.draw(run.text(layout), final=True)
-            show_table = False
-    if show_table:
-        stdout.write(run.text(layout) + "\n")
-        stdout.flush()
-    return _write_exports(opts, run.rows(), stdout, stderr)
+            done = len(run.selected) - len(run.queued) - len(run.running)
+            note = f"benchmarking… {done}/{len(run.selected)} done"
+            # A table taller than the terminal cannot be redrawn: don't even render it.
+            tall = len(run.selected) + 4 >= shutil.get_terminal_size().lines
+            live.draw(note if tall else run.text(layout), fallback=note)
+        if progress is not None:
+            progress.update(run.running, finished)
 
-
-async def _discover(worker: TargetWorker) -> list[str] | OllamaError:
+    run.on_change = changed
+    changed(None)
     try:
-        return [tag.name for tag in await worker.discover()]
-    except OllamaError as exc:
-        return exc
-
-
-async def _measure_target(
-    run: _Run, worker: TargetWorker, changed: Callable[[ModelKey | None], None]
-) -> None:
-    target = worker.target
-    slots = asyncio.Semaphore(run.opts.parallel)
-    limited: list[str] = []  # the cloud's usage window is spent: stop asking
-
-    async def one(key: ModelKey) -> None:
-        async with slots:
-            run.queued.discard(key)
-            if limited:
-                return
-            run.running.append(key)
-            changed(None)
-            try:
-                result = await worker.benchmark(key[1], allow_load=True)
-                if result is not None:
-                    if result.usage_limited is not None:
-                        limited.append(result.usage_limited.error or "usage limit")
-                    if not result.success and result.first_error is None:
-                        _explain_discarded(target.name, key[1], result.discarded)
-            finally:
-                run.running.remove(key)
-            changed(key)
-
-    await asyncio.gather(*(one(key) for key in run.selected if key[0] == target.name))
-    if limited:
+        limits = await scheduler.measure_once(run.selected, parallel=opts.parallel, progress=run)
+    finally:
+        if progress is not None:
+            progress.close()
+    for target, error in limits.items():
         log.warning("%s: usage limit reached (%s); the models after it were not measured",
-                    target.name, limited[0])  # fmt: skip
+                    target, error)  # fmt: skip
+    if live is None:
+        return False
+    live.draw(run.text(layout), final=True)
+    return True
 
 
 _DISCARDED_WHY: Final = {
