@@ -1,7 +1,6 @@
 """The terminal table of ``ometer-exporter bench``.
 
 ``render`` turns export rows (``rows.rows``) into text::
-``render`` turns export rows (``export.rows``) into text::
 
     Model            Size    Context  Quant   Capabilities           TTFT       TPS
     ───────────────  ──────  ───────  ──────  ─────────────────  ─────────  ────────
@@ -9,14 +8,18 @@
     llama3.2:latest  2.0 GB   131072  Q4_K_M  completion, tools  0.142 s →  101.3 ↓
 
 with ANSI colours when asked (``color=True``), live states (queued, running) for models not
-measured yet, and trend arrows against the previous stored result.
+measured yet, and trend arrows against the previous stored result. rich measures display width
+(a CJK character or an emoji takes two cells) and renders the colours; cell text is always
+literal ``Text``, never markup, and untrusted text goes through ``grades.plain`` first.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ometer_exporter.store.records import ModelKey
 from ometer_exporter.views.grades import (
@@ -30,14 +33,19 @@ from ometer_exporter.views.grades import (
 )
 from ometer_exporter.views.rows import Row
 
-ANSI: Final[Mapping[str, str]] = {
-    "good": "\x1b[32m",  # green
-    "fair": "\x1b[38;5;208m",  # orange (256-colour palette)
-    "poor": "\x1b[31m",  # red
-    "dim": "\x1b[2m",
-    "bold": "\x1b[1m",
+if TYPE_CHECKING:  # rich is imported when a table is drawn: the one-shot only, never ``serve``
+    from rich.console import Console
+    from rich.text import Text
+
+# Cell styles (rich style definitions). Their SGR codes are OMeter's: green, orange from the
+# 256-colour palette, red, dim, bold.
+STYLES: Final[Mapping[str, str]] = {
+    "good": "green",
+    "fair": "color(208)",
+    "poor": "red",
+    "dim": "dim",
+    "bold": "bold",
 }
-RESET: Final = "\x1b[0m"
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -89,7 +97,7 @@ def _columns(layout: Layout) -> list[_Column]:
 @dataclass(frozen=True, slots=True)
 class _Cell:
     text: str
-    style: str | None = None  # a key of ANSI
+    style: str | None = None  # a key of STYLES
 
 
 def render(
@@ -101,48 +109,71 @@ def render(
     running: frozenset[ModelKey] = frozenset(),
     previous: Mapping[ModelKey, Row] | None = None,
 ) -> str:
-    """The table as text (no trailing newline); failures are listed under it."""
+    """The table as text (no trailing newline); failures are listed under it.
+
+    Widths are display widths (rich's cell length), so wide (CJK) and emoji names line up.
+    """
     columns = _columns(layout)
     graded = {c.key: grades(rows, c.key) for c in columns if c.measured}
-    body: list[list[_Cell]] = []
-    for index, row in enumerate(rows):
-        key = (row["target"], row["model"])
-        cells = []
-        for col in columns:
-            if not col.measured:
-                cells.append(_Cell(_text(col.key, row.get(col.key))))
-            elif key in running:
-                cells.append(_Cell("running…", "dim"))
-            elif key in queued:
-                cells.append(_Cell("queued", "dim"))
-            else:
-                cells.append(_measured(col.key, row, graded[col.key][index], previous))
-        body.append(cells)
-
-    widths = [
-        max([len(c.title)] + [len(cells[i].text) for cells in body]) for i, c in enumerate(columns)
-    ]
-
-    def line(cells: Sequence[_Cell]) -> str:
-        parts = []
-        for col, cell, width in zip(columns, cells, widths, strict=True):
-            padded = cell.text.rjust(width) if col.numeric else cell.text.ljust(width)
-            parts.append(_paint(padded, cell.style, color))
-        return "  ".join(parts).rstrip()
-
-    lines = [
-        line([_Cell(c.title, "bold") for c in columns]),
-        "  ".join("─" * w for w in widths),
-        *(line(cells) for cells in body),
-    ]
+    body = [
+        [_cell(col, row, graded[col.key][index] if col.measured else None, queued, running,
+               previous) for col in columns]
+        for index, row in enumerate(rows)
+    ]  # fmt: skip
+    lines = _lines(columns, body)
     if not rows:
-        lines.append("(no models)")
+        lines.append(_styled([("(no models)", None)]))
     failures = [r for r in rows if r.get("error") and (r["target"], r["model"]) not in running]
     if failures:
-        lines += ["", _paint("Errors:", "poor", color)]
-        lines += [f"  {plain(r['model'])} ({plain(r['target'])}): {plain(r['error'])}"
-                  for r in failures]  # fmt: skip
-    return "\n".join(lines)
+        lines += [_styled([]), _styled([("Errors:", "poor")])]
+        lines += [_styled([(f"  {plain(r['model'])} ({plain(r['target'])}): {plain(r['error'])}",
+                            None)]) for r in failures]  # fmt: skip
+    return _to_string(lines, color=color)
+
+
+def _cell(
+    col: _Column,
+    row: Row,
+    graded: Grade | None,
+    queued: frozenset[ModelKey],
+    running: frozenset[ModelKey],
+    previous: Mapping[ModelKey, Row] | None,
+) -> _Cell:
+    key = (row["target"], row["model"])
+    if not col.measured:
+        return _Cell(_text(col.key, row.get(col.key)))
+    if key in running:
+        return _Cell("running…", "dim")
+    if key in queued:
+        return _Cell("queued", "dim")
+    return _measured(col.key, row, graded, previous)
+
+
+def _lines(columns: Sequence[_Column], body: Sequence[Sequence[_Cell]]) -> list[Text]:
+    """The header, its rule and a line per row: cells padded to the column's display width,
+    two spaces apart, numbers right-aligned."""
+    from rich.cells import cell_len
+
+    widths = [
+        max([cell_len(c.title)] + [cell_len(cells[i].text) for cells in body])
+        for i, c in enumerate(columns)
+    ]
+
+    def line(cells: Sequence[_Cell]) -> Text:
+        parts: list[tuple[str, str | None]] = []
+        for i, (col, cell, width) in enumerate(zip(columns, cells, widths, strict=True)):
+            pad = " " * (width - cell_len(cell.text))
+            parts += [("  " if i else "", None)]
+            parts += _painted(pad + cell.text if col.numeric else cell.text + pad, cell.style)
+        text = _styled(parts)
+        text.rstrip()
+        return text
+
+    return [
+        line([_Cell(c.title, "bold") for c in columns]),
+        _styled([("  ".join("─" * w for w in widths), None)]),
+        *(line(cells) for cells in body),
+    ]
 
 
 def _text(column: str, value: object) -> str:
@@ -168,11 +199,51 @@ def _measured(
     return _Cell(text, graded)
 
 
-def _paint(text: str, style: str | None, color: bool) -> str:
-    if not color or style is None or not text.strip():
-        return text
-    # Colour only the visible text so padding stays plain (and copy-paste stays clean).
+def _painted(text: str, style: str | None) -> list[tuple[str, str | None]]:
+    """Style only the visible text, so padding stays plain (and copy-paste stays clean)."""
     stripped = text.strip()
+    if style is None or not stripped:
+        return [(text, None)]
     start = text.index(stripped)
     end = start + len(stripped)
-    return f"{text[:start]}{ANSI[style]}{stripped}{RESET}{text[end:]}"
+    return [(text[:start], None), (stripped, style), (text[end:], None)]
+
+
+def _styled(parts: Sequence[tuple[str, str | None]]) -> Text:
+    """A line as rich Text: ``parts`` are literal text (never markup), each with a style key."""
+    from rich.text import Text
+
+    line = Text(no_wrap=True, end="")
+    for text, style in parts:
+        line.append(text, STYLES[style] if style else None)
+    return line
+
+
+def _to_string(lines: Sequence[Text], *, color: bool) -> str:
+    """The lines as one string: with ANSI colours (rendered by rich) when ``color``."""
+    if not color:
+        return "\n".join(line.plain for line in lines)
+    console = _ansi_console()
+    with console.capture() as captured:
+        for line in lines:
+            console.print(line, end="\n", soft_wrap=True)
+    return captured.get().removesuffix("\n")
+
+
+@functools.cache
+def _ansi_console() -> Console:
+    """A rich console that renders to text with 256-colour ANSI codes; whether to colour at all
+    (a terminal, ``NO_COLOR``) is the caller's choice (``color``), made once for the run."""
+    from rich.console import Console
+
+    return Console(
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="256",
+        no_color=False,
+        width=1_000_000,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        legacy_windows=False,
+    )

@@ -1,18 +1,21 @@
-"""The one-shot's terminal: the Local/Cloud menu, the live redraw, warnings collected until the
-table is drawn."""
+"""The one-shot's terminal: the Local/Cloud menu, the live redraw (through rich), warnings
+collected until the table is drawn."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-import re
-import shutil
 from collections.abc import Iterator, Sequence
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from ometer_exporter.store.records import ModelKey
 from ometer_exporter.views import grades
+
+if TYPE_CHECKING:  # rich is imported when the one-shot draws, not with this module
+    from rich.console import Console
+    from rich.control import Control, ControlType
+    from rich.text import Text
 
 # -- the interactive menu --------------------------------------------------------------------
 
@@ -53,11 +56,39 @@ def menu(stdin: TextIO, stderr: TextIO, *, has_cloud: bool) -> tuple[bool, bool]
 
 # -- output ----------------------------------------------------------------------------------
 
-_ANSI_SEQUENCE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+def _console(stream: TextIO) -> Console:
+    """A rich console writing to ``stream``: literal text (no markup, emoji codes or
+    highlighting), no wrapping of its own. Colours come already decided in the text
+    (``Options.color``: a terminal, no ``NO_COLOR``); rich drops them, and every cursor move,
+    when it finds ``stream`` is not a terminal."""
+    from rich.console import Console
+
+    return Console(
+        file=stream,
+        color_system="256",
+        no_color=False,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        soft_wrap=True,
+        legacy_windows=False,
+    )
+
+
+def _control(codes: str, *meaning: ControlType) -> Control:
+    """A control sequence for rich to write (to a terminal only; it takes no cells)."""
+    from rich.control import Control
+    from rich.segment import Segment
+
+    control = Control()
+    control.segment = Segment(codes, None, [(code,) for code in meaning])
+    return control
 
 
 class Screen:
-    """Redraws a block of text in place on a terminal (cursor up, clear to the end).
+    """Redraws a block of text in place on a terminal (cursor up, clear to the end), through
+    rich: it measures each line's display width to know how many terminal rows the block takes.
 
     When the block no longer fits the terminal it cannot be redrawn in place: a one-line
     progress note stands in for it until the final draw.
@@ -65,23 +96,33 @@ class Screen:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.console = _console(stream)
         self._lines = 0
 
-    def _height(self, text: str) -> int:
-        columns = max(1, shutil.get_terminal_size().columns)
-        return sum(
-            max(1, math.ceil(len(_ANSI_SEQUENCE.sub("", line)) / columns))
-            for line in text.split("\n")
-        )
+    def _block(self, text: str) -> tuple[Text, int]:
+        """``text`` (with its ANSI colours) as rich Text, and the terminal rows it takes."""
+        from rich.cells import cell_len
+        from rich.text import Text
+
+        block = Text.from_ansi(text, no_wrap=True)
+        if not self.console.is_terminal:
+            block = Text(block.plain, no_wrap=True)
+        columns = max(1, self.console.size.width)
+        rows = sum(max(1, math.ceil(cell_len(line) / columns)) for line in block.plain.split("\n"))
+        return block, rows
 
     def draw(self, text: str, *, fallback: str = "", final: bool = False) -> None:
-        if not final and self._height(text) >= shutil.get_terminal_size().lines:
-            text = fallback
-        if self._lines:
-            self.stream.write(f"\x1b[{self._lines}F\x1b[J")
-        self.stream.write(text + "\n")
+        from rich.control import ControlType
+
+        block, rows = self._block(text)
+        if not final and rows >= self.console.size.height:
+            block, rows = self._block(fallback)
+        if self._lines:  # back to the block's first row, then clear to the end of the screen
+            up = ControlType.CURSOR_UP, ControlType.CURSOR_MOVE_TO_COLUMN
+            self.console.control(_control(f"\x1b[{self._lines}F\x1b[J", *up))
+        self.console.print(block)
         self.stream.flush()
-        self._lines = 0 if final else self._height(text)
+        self._lines = 0 if final else rows
 
 
 class Progress:
@@ -91,23 +132,35 @@ class Progress:
         self.stream = stream
         self.total = total
         self.done = 0
-        self.tty = isatty(stream)
+        self.console = _console(stream)
+        self.tty = self.console.is_terminal
 
     def update(self, running: Sequence[ModelKey], finished: ModelKey | None) -> None:
+        from rich.text import Text
+
         if finished is not None:
             self.done += 1
         if self.tty:
             now = ", ".join(grades.plain(m) for _, m in running[:3]) or "done"
-            self.stream.write(f"\r\x1b[K[{self.done}/{self.total}] {now}")
+            self._clear_line()
+            self.console.print(Text(f"[{self.done}/{self.total}] {now}"), end="")
         elif finished is not None:
             target, model = finished
-            self.stream.write(f"[{self.done}/{self.total}] {grades.plain(model)} ({target})\n")
+            line = f"[{self.done}/{self.total}] {grades.plain(model)} ({grades.plain(target)})"
+            self.console.print(Text(line))
         self.stream.flush()
 
     def close(self) -> None:
         if self.tty and self.total:
-            self.stream.write("\r\x1b[K")
+            self._clear_line()
             self.stream.flush()
+
+    def _clear_line(self) -> None:
+        from rich.control import ControlType
+
+        self.console.control(
+            _control("\r\x1b[K", ControlType.CARRIAGE_RETURN, ControlType.ERASE_IN_LINE)
+        )
 
 
 class _Collect(logging.Handler):
