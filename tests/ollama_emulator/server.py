@@ -76,8 +76,8 @@ USAGE_LIMIT_MESSAGE = (
     "you (user) have reached your session usage limit, upgrade for higher limits: "
     "https://ollama.com/upgrade"
 )
-# docs/ollama-protocol.md §13: the real text for a completion model on /api/embed (llama-server started
-# without --embeddings) is unverified; this is llama.cpp's wording for that case, relayed.
+# docs/ollama-protocol.md §13: the real text for a completion model on /api/embed (llama-server
+# started without --embeddings) is unverified; this is llama.cpp's wording for that case, relayed.
 NO_EMBEDDINGS_MESSAGE = (
     "llama-server: This server does not support embeddings. Start it with `--embeddings`"
 )
@@ -110,7 +110,8 @@ _MID_STREAM_KINDS = frozenset(
     {"malformed_line", "truncate", "error_line", "stall", "huge_line", "reset"}
 )
 
-# api.Options / api.Runner keys and their Go kinds (docs/ollama-protocol.md §4.2); unknown keys are ignored.
+# api.Options / api.Runner keys and their Go kinds (docs/ollama-protocol.md §4.2); unknown keys
+# are ignored.
 _OPTION_KINDS: Mapping[str, str] = {
     "num_keep": "int",
     "seed": "int",
