@@ -84,9 +84,7 @@ async def measure_model(
     loaded = True
     if not cloud:
         try:
-            loaded = canonical_name(model).lower() in {
-                canonical_name(m.name).lower() for m in await client.ps()
-            }
+            loaded = await _is_loaded(client, model)
         except OllamaError as exc:
             failed = _failed(exc, warmup=False)
             return ModelResult(model, kind, started_at, time.time(), runs=(failed,))
@@ -96,39 +94,33 @@ async def measure_model(
     loaded_by_us = not loaded
     unload = loaded_by_us and settings.unload_after
     warmup: RunResult | None = None
-    runs: list[RunResult] = []
     try:
         if loaded_by_us:
             warmup = await requests.run(warmup=True, keep_alive=None, index=0)
             if not warmup.ok:
                 return ModelResult(model, kind, started_at, time.time(), (), warmup, True)
-        for index in range(settings.runs):
-            if runs and runs[-1].usage_limit:
-                break  # the cloud said stop: more requests would only be refused
-            last = index == settings.runs - 1
-            runs.append(
-                await requests.run(
-                    warmup=False,
-                    keep_alive=0 if unload and last else None,
-                    index=index,
-                    detect_reload=not cloud,
-                )
-            )
+        runs = await requests.runs(settings.runs, unload_after_last=unload, detect_reload=not cloud)
     except asyncio.CancelledError:
         # Stopped mid-cycle (SIGTERM, reload, Ctrl-C in the one-shot): still leave the server as we
         # found it, within a second so shutdown stays prompt.
         if unload:
             with contextlib.suppress(OllamaError, TimeoutError):
                 async with asyncio.timeout(UNLOAD_ON_STOP):
-                    await client.unload(model, embedding=kind == "embedding")
+                    await requests.unload()
         raise
     if unload and not runs[-1].ok:
         # The run that would have unloaded it failed: leave the server as we found it anyway.
         with contextlib.suppress(OllamaError):
-            await client.unload(model, embedding=kind == "embedding")
+            await requests.unload()
     return ModelResult(
         model, kind, started_at, time.time(), tuple(runs), warmup, loaded_by_us=loaded_by_us
     )
+
+
+async def _is_loaded(client: OllamaClient, model: str) -> bool:
+    """Whether ``/api/ps`` lists the model (names compared as Ollama resolves them)."""
+    wanted = canonical_name(model).lower()
+    return wanted in {canonical_name(m.name).lower() for m in await client.ps()}
 
 
 class _Requests:
@@ -164,6 +156,28 @@ class _Requests:
         prompts = self.settings.prompts
         # The nonce leads so no two runs share a cached prefix.
         return f"[{secrets.token_hex(4)}] {prompts[index % len(prompts)]}"
+
+    async def runs(
+        self, count: int, *, unload_after_last: bool, detect_reload: bool
+    ) -> list[RunResult]:
+        """The measured runs; the last one carries ``keep_alive: 0`` when ``unload_after_last``."""
+        results: list[RunResult] = []
+        for index in range(count):
+            if results and results[-1].usage_limit:
+                break  # the cloud said stop: more requests would only be refused
+            last = index == count - 1
+            results.append(
+                await self.run(
+                    warmup=False,
+                    keep_alive=0 if unload_after_last and last else None,
+                    index=index,
+                    detect_reload=detect_reload,
+                )
+            )
+        return results
+
+    async def unload(self) -> None:
+        await self.client.unload(self.model, embedding=self.kind == "embedding")
 
     async def run(
         self, *, warmup: bool, keep_alive: float | None, index: int, detect_reload: bool = True
