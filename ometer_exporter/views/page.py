@@ -9,14 +9,12 @@ and hides rows. Every 10 s the script fetches the page again, parses it (``DOMPa
 runs, nothing is re-parsed as markup from strings) and swaps the new targets and rows in,
 keeping the sort and filter (also kept in the URL fragment: ``/#sort=ttft&reverse=1&target=gpu``).
 
-No external assets: inline CSS and JS, allowed by hash in a strict Content-Security-Policy, so
-even a markup mistake could not run injected script.
+No external assets: inline CSS and JS (``page_assets``), allowed by hash in a strict
+Content-Security-Policy, so even a markup mistake could not run injected script.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import time
 from collections.abc import Sequence
@@ -24,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from ometer_exporter.store.records import Snapshot, TargetState
-from ometer_exporter.views import grades, query, rows
+from ometer_exporter.views import grades, page_assets, query, rows
 from ometer_exporter.views.rows import Row
 
 REFRESH_SECONDS: Final = 10
@@ -39,282 +37,7 @@ SORT_LABELS: Final = {
     "tps": "Tokens/s",
 }
 
-_STYLE: Final = """
-:root {
-  color-scheme: light dark;
-  --bg: #f5f6f8; --fg: #1b2130; --muted: #687285; --card: #ffffff; --line: #e3e6ec;
-  --head: #f0f2f6; --accent: #3563e9; --chip: #eef1f6; --hover: #f7f9fc;
-  --good: #11845b; --fair: #b86200; --poor: #cc2f36;
-  --good-bg: #e5f5ed; --fair-bg: #fdf0e1; --poor-bg: #fde8e9;
-}
-@media (prefers-color-scheme: dark) {
-  :root {
-    --bg: #0e1116; --fg: #e4e7ee; --muted: #959fb2; --card: #161a22; --line: #262c37;
-    --head: #1b2029; --accent: #7ea2ff; --chip: #232936; --hover: #1c212b;
-    --good: #3fd190; --fair: #f5a53a; --poor: #ff7070;
-    --good-bg: #133526; --fair-bg: #3a2a12; --poor-bg: #3d1a1c;
-  }
-}
-* { box-sizing: border-box; }
-body {
-  margin: 0; background: var(--bg); color: var(--fg);
-  font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif;
-}
-a { color: var(--accent); text-decoration: none; }
-a:hover { text-decoration: underline; }
-.top {
-  display: flex; flex-wrap: wrap; gap: 12px; align-items: center; justify-content: space-between;
-  padding: 14px 28px; background: var(--card); border-bottom: 1px solid var(--line);
-}
-.brand { display: flex; align-items: baseline; gap: 10px; }
-.brand h1 { font-size: 18px; margin: 0; letter-spacing: -0.01em; }
-.version, .tag {
-  font-size: 12px; color: var(--muted); background: var(--chip); border-radius: 999px;
-  padding: 1px 8px;
-}
-nav { display: flex; gap: 6px; }
-nav a {
-  padding: 5px 12px; border: 1px solid var(--line); border-radius: 8px; color: var(--fg);
-  background: var(--card);
-}
-nav a:hover { border-color: var(--accent); color: var(--accent); text-decoration: none; }
-main { max-width: 1440px; margin: 0 auto; padding: 20px 28px 40px; }
-h2 { font-size: 15px; margin: 22px 0 10px; text-transform: uppercase; letter-spacing: 0.06em;
-     color: var(--muted); }
-.targets { display: grid; gap: 12px; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); }
-.target {
-  background: var(--card); border: 1px solid var(--line); border-radius: 12px; padding: 12px 16px;
-}
-.target header { display: flex; align-items: center; gap: 8px; }
-.target h3 { margin: 0; font-size: 15px; }
-.dot { width: 9px; height: 9px; border-radius: 50%; background: var(--muted); flex: none; }
-.target.up .dot { background: var(--good); box-shadow: 0 0 0 3px var(--good-bg); }
-.target.down .dot { background: var(--poor); box-shadow: 0 0 0 3px var(--poor-bg); }
-.state { margin-left: auto; font-size: 12px; font-weight: 600; color: var(--muted); }
-.target.up .state { color: var(--good); }
-.target.down .state { color: var(--poor); }
-.target dl { display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; margin: 10px 0 0; }
-.target dt { color: var(--muted); }
-.target dd { margin: 0; }
-.bar { display: flex; flex-wrap: wrap; gap: 10px 16px; align-items: center; margin: 22px 0 10px; }
-.bar h2 { margin: 0 auto 0 0; }
-.bar label { color: var(--muted); display: flex; gap: 6px; align-items: center; }
-select, button {
-  font: inherit; color: var(--fg); background: var(--card); border: 1px solid var(--line);
-  border-radius: 8px; padding: 4px 8px;
-}
-button { cursor: pointer; }
-button:hover, select:hover { border-color: var(--accent); }
-.status { font-size: 12px; color: var(--muted); }
-.status.stale { color: var(--poor); }
-.scroll {
-  overflow-x: auto; background: var(--card); border: 1px solid var(--line); border-radius: 12px;
-}
-table { width: 100%; border-collapse: collapse; }
-th, td { padding: 8px 10px; text-align: left; white-space: nowrap; vertical-align: middle; }
-td.caps { white-space: normal; min-width: 150px; }
-thead th {
-  position: sticky; top: 0; background: var(--head); color: var(--muted); font-size: 12px;
-  font-weight: 600; text-transform: uppercase; letter-spacing: 0.04em;
-  border-bottom: 1px solid var(--line);
-}
-th[data-sort] { cursor: pointer; user-select: none; }
-th[data-sort]:hover, th[data-sort]:focus-visible { color: var(--fg); outline: none; }
-th[aria-sort]::after { content: " \\2193"; color: var(--accent); }
-th[aria-sort="ascending"]::after { content: " \\2191"; }
-tbody tr[data-target]:hover { background: var(--hover); }
-tbody td { border-top: 1px solid var(--line); }
-.num { text-align: right; font-variant-numeric: tabular-nums; }
-.model .name { font-weight: 600; }
-.err { color: var(--poor); font-size: 12px; white-space: normal; max-width: 52ch; }
-.target .err { margin: 8px 0 0; overflow-wrap: anywhere; }
-.cap {
-  display: inline-block; font-size: 12px; padding: 0 7px; margin: 0 3px 2px 0;
-  border-radius: 999px; background: var(--chip); color: var(--muted);
-}
-.metric span { display: inline-block; min-width: 64px; padding: 1px 8px; border-radius: 6px; }
-.metric.good span { color: var(--good); background: var(--good-bg); font-weight: 600; }
-.metric.fair span { color: var(--fair); background: var(--fair-bg); font-weight: 600; }
-.metric.poor span { color: var(--poor); background: var(--poor-bg); font-weight: 600; }
-.muted, .empty td { color: var(--muted); }
-.group-head th {
-  background: var(--bg); color: var(--muted); font-size: 12px; font-weight: 600;
-  border-top: 1px solid var(--line); text-transform: none; letter-spacing: 0;
-}
-.group-head small { font-weight: 400; margin-left: 8px; }
-.empty td { text-align: center; padding: 28px; }
-footer { margin-top: 14px; font-size: 12px; color: var(--muted); }
-footer .good { color: var(--good); } footer .fair { color: var(--fair); }
-footer .poor { color: var(--poor); }
-"""
-
-_SCRIPT: Final = """
-"use strict";
-(() => {
-  const REFRESH_MS = Number(document.documentElement.dataset.refresh || "10") * 1000;
-  const $ = (selector, root = document) => root.querySelector(selector);
-  const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
-  const state = { sort: document.documentElement.dataset.sort, reverse: false, target: "" };
-
-  function sortOption(key) {
-    return $$("#sort option").find((option) => option.value === key);
-  }
-
-  function readHash() {
-    const params = new URLSearchParams(location.hash.slice(1));
-    const sort = params.get("sort");
-    if (sort && sortOption(sort)) state.sort = sort;
-    state.reverse = params.get("reverse") === "1";
-    state.target = params.get("target") || "";
-  }
-
-  function writeHash() {
-    const params = new URLSearchParams();
-    params.set("sort", state.sort);
-    if (state.reverse) params.set("reverse", "1");
-    if (state.target) params.set("target", state.target);
-    history.replaceState(null, "", "#" + params.toString());
-  }
-
-  // Order and filter the server-rendered rows: each row carries its rank for every sort.
-  function apply() {
-    const filter = $("#target-filter");
-    filter.value = state.target;
-    if (filter.value !== state.target) state.target = filter.value = "";
-    const rank = "data-r-" + state.sort + (state.reverse ? "-rev" : "");
-    let shown = 0;
-    for (const body of $$("#board tbody.rows")) {
-      const rows = $$("tr[data-target]", body);
-      rows.sort((a, b) => Number(a.getAttribute(rank)) - Number(b.getAttribute(rank)));
-      let visible = 0;
-      for (const row of rows) {
-        body.appendChild(row);
-        row.hidden = Boolean(state.target) && row.dataset.target !== state.target;
-        if (!row.hidden) visible += 1;
-      }
-      const head = $("tr.group-head", body);
-      if (head) head.hidden = visible === 0;
-      shown += visible;
-    }
-    const none = $("#no-rows");
-    if (none) none.hidden = shown > 0;
-    $("#sort").value = state.sort;
-    const descending = (sortOption(state.sort).dataset.desc === "1") !== state.reverse;
-    const button = $("#reverse");
-    button.setAttribute("aria-pressed", String(state.reverse));
-    button.textContent = state.reverse ? "Reversed" : "Best first";
-    for (const th of $$("#board th[data-sort]")) {
-      if (th.dataset.sort === state.sort) {
-        th.setAttribute("aria-sort", descending ? "descending" : "ascending");
-      } else {
-        th.removeAttribute("aria-sort");
-      }
-    }
-    writeHash();
-  }
-
-  function ago(seconds) {
-    const s = Math.max(0, Date.now() / 1000 - seconds);
-    if (s < 60) return Math.round(s) + " s ago";
-    if (s < 3600) return Math.round(s / 60) + " min ago";
-    if (s < 86400) return Math.round(s / 3600) + " h ago";
-    return Math.round(s / 86400) + " d ago";
-  }
-
-  function relativeTimes() {
-    for (const el of $$("time[data-ts]")) {
-      if (!el.title) el.title = el.textContent;
-      el.textContent = ago(Number(el.dataset.ts));
-    }
-  }
-
-  function sortBy(key) {
-    if (state.sort === key) {
-      state.reverse = !state.reverse;
-    } else {
-      state.sort = key;
-      state.reverse = false;
-    }
-    apply();
-  }
-
-  // Fetch this page again and swap in what changed; sort and filter stay as they are.
-  async function refresh() {
-    const status = $("#status");
-    try {
-      const response = await fetch(location.pathname + location.search,
-        { cache: "no-store", headers: { Accept: "text/html" } });
-      if (!response.ok) throw new Error("HTTP " + response.status);
-      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      for (const id of ["targets", "rows-chat", "rows-embedding", "summary", "no-rows"]) {
-        const now = document.getElementById(id);
-        const next = fresh.getElementById(id);
-        if (now && next) now.replaceWith(document.importNode(next, true));
-      }
-      const options = fresh.getElementById("target-filter");
-      if (options) $("#target-filter").replaceChildren(
-        ...Array.from(options.children, (node) => document.importNode(node, true)));
-      apply();
-      relativeTimes();
-      status.textContent = "Updated " + new Date().toLocaleTimeString();
-      status.classList.remove("stale");
-    } catch (error) {
-      status.textContent = "Refresh failed (" + error.message + "); retrying";
-      status.classList.add("stale");
-    }
-  }
-
-  let timer = 0;
-  function schedule() {
-    clearTimeout(timer);
-    timer = setTimeout(async () => { await refresh(); schedule(); }, REFRESH_MS);
-  }
-
-  for (const th of $$("#board th[data-sort]")) {
-    th.addEventListener("click", () => sortBy(th.dataset.sort));
-    th.addEventListener("keydown", (event) => {
-      if (event.key !== "Enter" && event.key !== " ") return;
-      event.preventDefault();
-      sortBy(th.dataset.sort);
-    });
-  }
-  $("#sort").addEventListener("change", (event) => { state.sort = event.target.value; apply(); });
-  $("#reverse").addEventListener("click", () => { state.reverse = !state.reverse; apply(); });
-  $("#target-filter").addEventListener("change", (event) => {
-    state.target = event.target.value;
-    apply();
-  });
-  window.addEventListener("hashchange", () => { readHash(); apply(); });
-  document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") { refresh(); schedule(); }
-  });
-  window.ometer = { state, apply, refresh };
-
-  readHash();
-  apply();
-  relativeTimes();
-  setInterval(relativeTimes, 5000);
-  schedule();
-  document.documentElement.dataset.ready = "1";
-})();
-"""
-
-_FAVICON: Final = (
-    "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
-    "%3Ccircle cx='8' cy='8' r='7' fill='%233563e9'/%3E%3Cpath d='M8 8l3.5-3.5' "
-    "stroke='white' stroke-width='2' stroke-linecap='round'/%3E%3C/svg%3E"
-)
-
-
-def _sha256(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
-CONTENT_SECURITY_POLICY: Final = (
-    f"default-src 'none'; script-src {_sha256(_SCRIPT)}; style-src {_sha256(_STYLE)}; "
-    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
-)
+CONTENT_SECURITY_POLICY: Final = page_assets.CONTENT_SECURITY_POLICY
 
 _e = html.escape  # quote=True: safe in text and in double-quoted attributes
 
@@ -323,31 +46,36 @@ def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str
     """The whole page for one snapshot."""
     now = time.time() if now is None else now
     items = rows.rows(snapshot, query.Query())
-    chat = [r for r in items if r["kind"] != "embedding"]
-    embedding = [r for r in items if r["kind"] == "embedding"]
-    graded = _grades(items)
-    chat_body = _body("rows-chat", chat, graded, None)
-    embedding_body = _body(
-        "rows-embedding",
-        embedding,
-        graded,
-        "Embedding models <small>TTFT is the request time, tokens/s the input rate</small>",
-    )
     targets = sorted(snapshot.targets.values(), key=lambda t: t.name)
-    target_names = sorted({t.name for t in targets} | {r["target"] for r in items})
-    sort_options = "".join(
-        f'<option value="{key}" data-desc="{int(descending)}"'
-        f"{' selected' if key == DEFAULT_SORT else ''}>{_e(SORT_LABELS[key])}</option>"
-        for key, (_, descending) in query.SORT_KEYS.items()
-    )
+    return f"""{_head(version)}
+<main>
+  <h2>Targets</h2>
+  {_targets(targets)}
+  {_bar(targets, items)}
+  {_board(items)}
+  <footer>
+    <span id="summary">{_summary(items, targets, now)}</span> ·
+    Colours: <span class="good">best third</span>, <span class="fair">middle third</span>,
+    <span class="poor">slowest third or failed</span> (33rd/66th percentile of the table; chat and
+    embedding models apart).
+  </footer>
+</main>
+<script>{page_assets.SCRIPT}</script>
+</body>
+</html>
+"""
+
+
+def _head(version: str) -> str:
+    """From the doctype to the page's top bar: title, icon, stylesheet, version and links."""
     return f"""<!doctype html>
 <html lang="en" data-sort="{DEFAULT_SORT}" data-refresh="{REFRESH_SECONDS}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>ometer-exporter · leaderboard</title>
-<link rel="icon" href="{_FAVICON}">
-<style>{_STYLE}</style>
+<link rel="icon" href="{page_assets.FAVICON}">
+<style>{page_assets.STYLE}</style>
 </head>
 <body>
 <header class="top">
@@ -357,18 +85,35 @@ def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str
     <a href="export?format=json">Export JSON</a>
     <a href="export?format=csv">Export CSV</a>
   </nav>
-</header>
-<main>
-  <h2>Targets</h2>
-  {_targets(targets)}
-  <div class="bar">
+</header>"""
+
+
+def _bar(targets: Sequence[TargetState], items: list[Row]) -> str:
+    """The leaderboard's controls: target filter, sort, direction and refresh status."""
+    target_names = sorted({t.name for t in targets} | {r["target"] for r in items})
+    sort_options = "".join(
+        f'<option value="{key}" data-desc="{int(descending)}"'
+        f"{' selected' if key == DEFAULT_SORT else ''}>{_e(SORT_LABELS[key])}</option>"
+        for key, (_, descending) in query.SORT_KEYS.items()
+    )
+    return f"""<div class="bar">
     <h2>Leaderboard</h2>
     <label>Target <select id="target-filter">{_target_options(target_names)}</select></label>
     <label>Sort <select id="sort">{sort_options}</select></label>
     <button id="reverse" type="button" aria-pressed="false">Best first</button>
     <span id="status" class="status" aria-live="polite">Refreshes every {REFRESH_SECONDS} s</span>
-  </div>
-  <div class="scroll">
+  </div>"""
+
+
+def _board(items: list[Row]) -> str:
+    """The leaderboard table: chat rows, embedding rows (under their heading), the empty note."""
+    graded = _grades(items)
+    chat = [r for r in items if r["kind"] != "embedding"]
+    embedding = [r for r in items if r["kind"] == "embedding"]
+    embedding_heading = (
+        "Embedding models <small>TTFT is the request time, tokens/s the input rate</small>"
+    )
+    return f"""<div class="scroll">
   <table id="board">
     <thead><tr>
       <th data-sort="name" tabindex="0">Model</th><th>Target</th>
@@ -379,22 +124,11 @@ def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str
       <th class="num" data-sort="tps" tabindex="0" title="output tokens per second">Tokens/s</th>
       <th class="num" title="cold load time">Load</th><th>Benchmarked</th>
     </tr></thead>
-    {chat_body}
-    {embedding_body}
+    {_body("rows-chat", chat, graded, None)}
+    {_body("rows-embedding", embedding, graded, embedding_heading)}
     {_empty(items)}
   </table>
-  </div>
-  <footer>
-    <span id="summary">{_summary(items, targets, now)}</span> ·
-    Colours: <span class="good">best third</span>, <span class="fair">middle third</span>,
-    <span class="poor">slowest third or failed</span> (33rd/66th percentile of the table; chat and
-    embedding models apart).
-  </footer>
-</main>
-<script>{_SCRIPT}</script>
-</body>
-</html>
-"""
+  </div>"""
 
 
 def _targets(targets: Sequence[TargetState]) -> str:
