@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ometer_exporter.config.load import load_settings
 from ometer_exporter.config.settings import Overrides
-from ometer_exporter.web.app import Exporter, create_app
+from ometer_exporter.web.app import EXPORTER, Exporter, create_app
 
 
 @dataclass
@@ -31,8 +31,7 @@ class Running:
         if not self.stopped:
             self.stopped = True
             await self.http.aclose()
-            await self.exporter.stop()
-            await self.runner.cleanup()
+            await self.runner.cleanup()  # the app's lifecycle stops the exporter
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Samples of /metrics: (name, sorted labels) -> value."""
@@ -95,15 +94,16 @@ async def start_exporter(tmp_path: Path) -> AsyncIterator[Start]:
         )
         environ = env or {}
         settings = load_settings(overrides, environ)
-        exporter = Exporter(settings, overrides=overrides, env=environ)
-        runner = web.AppRunner(create_app(exporter))
+        app = create_app(settings, overrides=overrides, env=environ)
+        exporter = app[EXPORTER]
+        runner = web.AppRunner(app)
         await runner.setup()
         tls = exporter.web_config.ssl_context
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = runner.addresses[0][1]
         url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-        await exporter.start()
+        await exporter.wait_ready()
         http = httpx.AsyncClient(base_url=url, timeout=10, verify=verify)  # type: ignore[arg-type]
         result = Running(exporter, url, http, config, runner)
         running.append(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
 import io
@@ -276,19 +277,29 @@ async def test_gzip_and_openmetrics(emulator_factory, start_exporter) -> None:
     assert gzip.decompress(body).startswith(b"# HELP")
 
 
-async def test_not_ready_before_start(emulator_factory, tmp_path) -> None:
+async def test_not_ready_before_start(emulator_factory, tmp_path, monkeypatch) -> None:
     from aiohttp import web
 
     from ometer_exporter.config.load import load_settings
     from ometer_exporter.config.settings import Overrides
-    from ometer_exporter.web.app import Exporter, create_app
+    from ometer_exporter.store.store import Store
+    from ometer_exporter.web.app import EXPORTER, create_app
 
     emu = await emulator_factory(models())
     path = tmp_path / "c.yaml"
     path.write_text(config(emu.url))
     overrides = Overrides(config_file=str(path), storage_path=str(tmp_path / "d"))
-    exporter = Exporter(load_settings(overrides, {}), overrides=overrides, env={})
-    runner = web.AppRunner(create_app(exporter))
+    restored = asyncio.Event()  # start-up (the restore) is held until the test lets it go
+    restore = Store.restore
+
+    async def held_restore(store: Store) -> None:
+        await restored.wait()
+        await restore(store)
+
+    monkeypatch.setattr(Store, "restore", held_restore)
+    app = create_app(load_settings(overrides, {}), overrides=overrides, env={})
+    exporter = app[EXPORTER]
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -298,10 +309,11 @@ async def test_not_ready_before_start(emulator_factory, tmp_path) -> None:
             assert (await http.get("/-/ready")).status_code == 503
             assert (await http.get("/-/healthy")).status_code == 200
             assert (await http.get("/metrics")).status_code == 200  # serves before results
-            await exporter.start()
+            restored.set()
+            await exporter.wait_ready()
             assert (await http.get("/-/ready")).status_code == 200
     finally:
-        await exporter.stop()
+        restored.set()
         await runner.cleanup()
 
 

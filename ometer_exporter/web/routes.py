@@ -1,0 +1,108 @@
+"""The routes: ``/metrics``, ``/export``, the landing page, health, readiness and reload.
+
+Handlers only read ``store.snapshot``; they never talk to Ollama (no URL from a request is ever
+fetched) and heavy work (gzip, CSV/JSON of many rows) happens off the event loop or once per
+snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Final
+
+from aiohttp import web
+
+from ometer_exporter import __version__
+from ometer_exporter.store.records import Snapshot
+from ometer_exporter.views import page
+from ometer_exporter.views.query import ExportError, Query
+from ometer_exporter.views.rows import rows, to_csv, to_json
+from ometer_exporter.web.lifecycle import EXPORTER
+from ometer_exporter.web.negotiate import accepts_gzip, wants_openmetrics
+
+TEXT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/export", export)
+    app.router.add_get("/", landing)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    exporter = request.app[EXPORTER]
+    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    gzip = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    body = await exporter.exposition.render(
+        exporter.store.snapshot, openmetrics=openmetrics, gzip=gzip
+    )
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
+    if gzip:
+        response.headers["Content-Encoding"] = "gzip"
+    response.headers["Vary"] = "Accept, Accept-Encoding"
+    return response
+
+
+async def export(request: web.Request) -> web.Response:
+    params: dict[str, list[str]] = {}
+    for key, value in request.query.items():
+        params.setdefault(key, []).append(value)
+    try:
+        query = Query.parse(params)
+    except ExportError as exc:
+        return web.Response(status=400, text=f"bad request: {exc}\n")
+    snapshot = request.app[EXPORTER].store.snapshot
+    items = rows(snapshot, query)
+    if query.format == "csv":
+        text = await asyncio.to_thread(to_csv, items)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return web.Response(
+            text=text,
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="ometer-{stamp}.csv"'},
+        )
+    text = await asyncio.to_thread(to_json, items)
+    return web.Response(text=text, content_type="application/json", charset="utf-8")
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy.\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    if request.app[EXPORTER].ready:
+        return web.Response(text="Ready.\n")
+    return web.Response(status=503, text="Not ready: restoring results or starting the loop.\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    problem = await request.app[EXPORTER].reload()
+    if problem is not None:
+        return web.Response(status=500, text=f"reload failed, old configuration kept:\n{problem}\n")
+    return web.Response(text="Reloaded.\n")
+
+
+async def landing(request: web.Request) -> web.Response:
+    snapshot = request.app[EXPORTER].store.snapshot
+    text = await asyncio.to_thread(render_landing, snapshot)  # a big table: off the loop
+    return web.Response(
+        text=text,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": page.CONTENT_SECURITY_POLICY,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def render_landing(snapshot: Snapshot) -> str:
+    return page.render(snapshot, version=__version__)
