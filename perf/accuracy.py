@@ -1,4 +1,4 @@
-"""Measurement accuracy under scrape load (DESIGN §10: measurement accuracy on loopback).
+"""Measurement accuracy under scrape load (docs/performance.md, "1. Accuracy under load").
 
     python perf/accuracy.py [--runs 100] [--rate 50] [--quick]
 
@@ -7,10 +7,10 @@ Three processes, as in production:
 * the emulator (``perf/emulator.py``: the test suite's Ollama, models preloaded, time scale
   1), which records when it wrote every chunk (``perf_counter``: CLOCK_MONOTONIC, the same
   clock in every process on Linux) and serves those records on a second port;
-* the exporter: the real ``Exporter`` (scheduler, client, measurement, store, collector and
-  aiohttp app over a YAML configuration, like ``python -m ometer_exporter``) in a process of
-  its own; the only addition is a hook on ``Store.record`` that keeps each run's client
-  timestamps and serves them at ``/-/perf/runs``;
+* the exporter: the real app of ``web.app.create_app`` (scheduler, client, measurement,
+  store, collector and routes over a YAML configuration, like ``python -m ometer_exporter``)
+  in a process of its own; the only addition is a hook on ``Store.record`` that keeps each
+  run's client timestamps and serves them at ``/-/perf/runs``;
 * the scraper: ``perf/openloop.py`` GETting the exporter's ``/metrics`` open-loop at
   ``--rate``/s with Prometheus's headers (gzip) for the whole run.
 
@@ -98,11 +98,12 @@ def run_fields(result: ModelResult) -> list[dict[str, Any]]:
 async def exporter(config: Path, port: int) -> None:
     from ometer_exporter.config.load import load_settings
     from ometer_exporter.config.settings import Overrides
-    from ometer_exporter.web.app import Exporter, create_app
+    from ometer_exporter.web.app import EXPORTER, create_app
 
     overrides = Overrides(config_file=str(config), listen_address=f"127.0.0.1:{port}")
     settings = load_settings(overrides, {})
-    exp = Exporter(settings, overrides=overrides, env={})
+    app = create_app(settings, overrides=overrides, env={})
+    exp = app[EXPORTER]
     runs: list[dict[str, Any]] = []
     record = exp.store.record
 
@@ -115,19 +116,17 @@ async def exporter(config: Path, port: int) -> None:
     async def get_runs(request: web.Request) -> web.Response:
         return web.json_response(runs)
 
-    app = create_app(exp)
     app.router.add_get("/-/perf/runs", get_runs)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await exp.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(runner.addresses[0][1], flush=True)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()  # the lifecycle starts: restore, then the scheduler
     try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await exp.wait_ready()
+        print(runner.addresses[0][1], flush=True)
         await stop.wait()
     finally:
-        await exp.stop()
         await runner.cleanup()
 
 

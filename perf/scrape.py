@@ -1,12 +1,12 @@
-"""Scrape cost of ``/metrics`` with many models (DESIGN §10: scrape cost, render on change).
+"""Scrape cost of ``/metrics`` with many models (docs/performance.md, "2. Scrape cost").
 
     python perf/scrape.py [--models 1000] [--duration 10] [--quick]
 
 A server process (not pinned, as in production) runs the exporter's real aiohttp app
-(``web.create_app`` over a real ``Exporter``) whose store holds a snapshot of ``--models``
-models built directly with ``tests/factories.py``, spread over 4 targets, plus the exporter's
-loop-lag probe and a 1 ms stall probe. Load comes from other processes pinned to core 1,
-always with Prometheus's ``Accept`` header and ``Accept-Encoding: gzip``:
+(``web.app.create_app`` with its lifecycle, no targets) whose store holds a snapshot of
+``--models`` models built directly with ``tests/factories.py``, spread over 4 targets, plus
+the exporter's loop-lag probe and a 1 ms stall probe. Load comes from other processes pinned
+to core 1, always with Prometheus's ``Accept`` header and ``Accept-Encoding: gzip``:
 
 1. cold: the first scrape (every model rendered) — its latency and the loop stall it caused;
 2. open-loop 50 scrapes/s (``perf/openloop.py``) on an unchanged snapshot: p50/p99;
@@ -78,18 +78,14 @@ def changed(snap: Snapshot, index: int) -> Snapshot:
 async def serve(models: int, port: int) -> None:
     from ometer_exporter.config.load import load_settings
     from ometer_exporter.config.settings import Overrides
-    from ometer_exporter.web.app import Exporter, create_app, settle_memory
+    from ometer_exporter.web.app import EXPORTER, create_app, settle_memory
 
     storage = tempfile.mkdtemp(prefix="ometer-bench-")
     overrides = Overrides(storage_path=storage, listen_address=f"127.0.0.1:{port}")
-    settings = load_settings(overrides, {})
-    exporter = Exporter(settings, overrides=overrides, env={})
-    # The snapshot is built directly (no benchmark loop runs): the store's current snapshot.
-    exporter.store._snapshot = build_snapshot(models)
-    settle_memory()  # as Exporter.start() does once results are restored
+    settings = replace(load_settings(overrides, {}), targets=())  # no benchmark loop runs
+    app = create_app(settings, overrides=overrides, env={})
+    exporter = app[EXPORTER]
     probe = _common.StallProbe()
-    probe.start()
-    lag_task = asyncio.create_task(exporter.lag_probe.run())
     churn: list[asyncio.Task[None]] = []
 
     async def churn_loop(every: float) -> None:
@@ -114,19 +110,22 @@ async def serve(models: int, port: int) -> None:
     async def rss(request: web.Request) -> web.Response:
         return web.json_response({"rss": _common.read_rss(), "peak": _common.read_peak_rss()})
 
-    app = create_app(exporter)
     app.router.add_get("/-/perf/stall", stall)
     app.router.add_post("/-/perf/churn", set_churn)
     app.router.add_get("/-/perf/rss", rss)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    print(runner.addresses[0][1], flush=True)
+    await runner.setup()  # the lifecycle: the loop-lag probe, an empty restore, ready
     try:
+        await exporter.wait_ready()
+        # The snapshot is built directly: the store's current snapshot.
+        exporter.store._snapshot = build_snapshot(models)
+        settle_memory()  # as start-up does once results are restored
+        probe.start()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        print(runner.addresses[0][1], flush=True)
         await asyncio.Event().wait()
     finally:
-        lag_task.cancel()
         probe.stop()
         await runner.cleanup()
 

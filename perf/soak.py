@@ -35,7 +35,7 @@ from ollama_emulator import Fault, OllamaEmulator, chat_model, embedding_model
 import ometer_exporter.measure.model as measure
 from ometer_exporter.config.load import load_settings
 from ometer_exporter.config.settings import Overrides
-from ometer_exporter.web.app import Exporter, create_app
+from ometer_exporter.web.app import EXPORTER, Exporter, create_app
 
 FAULTS = (
     lambda: Fault(kind="status", status=random.choice([400, 404, 500, 503])),
@@ -146,13 +146,14 @@ targets:
   - {{name: b, url: "{urls[1]}", select: all}}
 """)
         overrides = Overrides(config_file=str(config), storage_path=tmp)
-        exporter = Exporter(load_settings(overrides, {}), overrides=overrides, env={})
-        runner = web.AppRunner(create_app(exporter), access_log=None)
-        await runner.setup()
+        app = create_app(load_settings(overrides, {}), overrides=overrides, env={})
+        exporter = app[EXPORTER]
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()  # the lifecycle starts: restore, then the scheduler
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        await exporter.start()
+        await exporter.wait_ready()
         stop = asyncio.Event()
 
         async def scrape() -> None:
@@ -196,8 +197,7 @@ targets:
         stop.set()
         await asyncio.gather(*helpers)
         errors = total_errors(exporter)
-        await exporter.stop()
-        await runner.cleanup()
+        await runner.cleanup()  # the lifecycle stops the scheduler and closes the store
 
     # Flatness: compare the first sample after warm-up (a fifth of the way) with the last.
     warm = samples[min(len(samples) - 1, max(1, len(samples) // 5))]
