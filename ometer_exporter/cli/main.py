@@ -20,11 +20,8 @@ from ometer_exporter import __version__
 from ometer_exporter.config.checks import ConfigError
 from ometer_exporter.config.describe import describe
 from ometer_exporter.config.load import load_settings
-from ometer_exporter.config.settings import Overrides
+from ometer_exporter.config.settings import LOG_FORMATS, LOG_LEVELS, Overrides
 from ometer_exporter.config.web_file import load_web_config
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
 
 
 def build_parser() -> argparse.ArgumentParser:

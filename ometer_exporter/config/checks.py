@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import SplitResult, urlsplit
 
+from ometer_exporter.config.settings import IntRange
+
 
 class ConfigError(Exception):
     """Every problem found in the configuration, reported at once.
@@ -211,6 +213,17 @@ class Checker:
             return None
         return value
 
+    def in_range(self, value: object, path: str, bounds: IntRange) -> int | None:
+        """An integer within one of the knob ranges defined in ``config.settings``."""
+        return self.integer(value, path, bounds.low, bounds.high, bounds.why)
+
+    def integer_text(self, text: str, path: str, bounds: IntRange) -> int | None:
+        """An integer in a flag or environment variable (text), within `bounds`."""
+        if not re.fullmatch(r"\s*[+-]?\d+\s*", text):
+            self.add(path, f"{show(text)} is not an integer; allowed: {bounds.allowed}")
+            return None
+        return self.in_range(int(text), path, bounds)
+
     def number(self, value: object, path: str, low: float, high: float) -> float | None:
         allowed = f"a number from {low:g} to {high:g}"
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -233,14 +246,18 @@ class Checker:
             return None
         return value
 
-    def choice(self, value: object, path: str, options: Mapping[str, _T]) -> _T | None:
+    def choice(
+        self, value: object, path: str, options: Mapping[str, _T], *, fold_case: bool = True
+    ) -> _T | None:
+        """The option `value` names; with `fold_case` the options' names are lower case."""
         allowed = " | ".join(options)
         if not isinstance(value, str):
             self.wrong_type(path, value, f"one of {allowed}")
             return None
-        found = options.get(value.lower())
+        name = value.lower() if fold_case else value
+        found = options.get(name)
         if found is None:
-            close = difflib.get_close_matches(value.lower(), list(options), n=1)
+            close = difflib.get_close_matches(name, list(options), n=1)
             guess = f"; did you mean {close[0]!r}?" if close else ""
             self.add(path, f"{show(value)} is not allowed{guess}; allowed: {allowed}")
         return found

@@ -6,7 +6,7 @@ Nothing here reads a file or the environment; downstream stages import these typ
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 ThinkMode = Literal["auto", "true", "false"]
 SelectMode = Literal["loaded", "all"]
@@ -70,6 +70,33 @@ DEFAULT_RETENTION = 7 * 24 * 3600.0
 DEFAULT_LISTEN_ADDRESS = ":9877"
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_LOG_FORMAT = "text"
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class IntRange:
+    """The integers a knob allows, with why the bounds are there when it is not obvious."""
+
+    low: int
+    high: int
+    why: str = ""
+
+    @property
+    def allowed(self) -> str:
+        return f"an integer from {self.low} to {self.high}{self.why}"
+
+
+# Each knob's range, defined once: the config file, the environment and the flags all use these.
+RUNS_RANGE: Final = IntRange(1, 100)  # benchmark.runs
+NUM_PREDICT_RANGE: Final = IntRange(
+    8,
+    100_000,
+    " (fewer than 8 output tokens never give a tokens/s figure: such runs are discarded)",
+)
+PARALLEL_RANGE: Final = IntRange(1, 10)  # bench --parallel, OMETER_PARALLEL
+# bench --runs and OMETER_RUNS: a quick terminal check keeps OMeter's narrower 1-3.
+ONESHOT_RUNS_RANGE: Final = IntRange(1, 3)
 
 
 @dataclass(frozen=True, slots=True)

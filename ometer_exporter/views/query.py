@@ -1,6 +1,7 @@
 """The ``/export`` query (and the one-shot's ``--sort``): which rows, in which order and format.
 
-Problems are named all at once, in the checker's one message form.
+Problems are collected by the configuration's checker and named all at once; each names the
+bad parameter and what is allowed (the wording the HTTP API has always answered with).
 """
 
 from __future__ import annotations
@@ -9,11 +10,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from ometer_exporter.config.checks import Checker, ConfigError, show
+
 FORMATS: Final = ("json", "csv")
+_PARAMETERS: Final = ("format", "model", "reverse", "sort", "target", "verbose")
 
 
-class ExportError(ValueError):
-    """A bad export parameter; the message says what is allowed."""
+class ExportError(ConfigError, ValueError):
+    """Bad export parameters; the message names each and says what is allowed."""
+
+    def __str__(self) -> str:  # one line: it is the body of a 400 answer
+        return "; ".join(self.problems)
 
 
 # Best first: lower TTFT, higher tokens/s, bigger, longer context, newest.
@@ -41,42 +48,26 @@ class Query:
     @classmethod
     def parse(cls, params: Mapping[str, Sequence[str]]) -> Query:
         """From a query string (each key may repeat); every problem is named at once."""
-        allowed = {"format", "target", "model", "sort", "reverse", "verbose"}
-        problems = [
-            f"unknown parameter {key!r} (allowed: {', '.join(sorted(allowed))})"
-            for key in params
-            if key not in allowed
-        ]
-
-        def one(key: str) -> str | None:
-            values = params.get(key) or []
-            if len(values) > 1:
-                problems.append(f"{key} given {len(values)} times; give it once")
-            return values[-1] if values else None
-
-        def flag(key: str) -> bool:
-            value = one(key)
-            if value is None:
-                return False
-            if value.lower() in ("1", "true", "yes"):
-                return True
-            if value.lower() in ("0", "false", "no", ""):
-                return False
-            problems.append(f"{key}={_show(value)} is not allowed (use 1 or 0)")
-            return False
-
-        fmt = (one("format") or "json").lower()
+        checker = Checker()
+        for key in params:
+            if key not in _PARAMETERS:
+                checker.problems.append(
+                    f"unknown parameter {show(key)} (allowed: {', '.join(_PARAMETERS)})"
+                )
+        fmt = (_one(checker, params, "format") or "json").lower()
         if fmt not in FORMATS:
-            problems.append(f"format={_show(fmt)} is not allowed (use json or csv)")
-        sort = one("sort")
+            checker.problems.append(f"format={show(fmt)} is not allowed (use json or csv)")
+        sort = _one(checker, params, "sort")
         if sort is not None and sort not in SORT_KEYS:
-            problems.append(f"sort={_show(sort)} is not allowed (use {', '.join(SORT_KEYS)})")
-        reverse = flag("reverse")
+            checker.problems.append(
+                f"sort={show(sort)} is not allowed (use {', '.join(SORT_KEYS)})"
+            )
+        reverse = _flag(checker, params, "reverse")
         if reverse and sort is None:
-            problems.append("reverse=1 needs sort= (one of " + ", ".join(SORT_KEYS) + ")")
-        verbose = flag("verbose")
-        if problems:
-            raise ExportError("; ".join(problems))
+            checker.problems.append("reverse=1 needs sort= (one of " + ", ".join(SORT_KEYS) + ")")
+        verbose = _flag(checker, params, "verbose")
+        if checker.problems:
+            raise ExportError(checker.problems)
         return cls(
             format=fmt,
             targets=tuple(v for v in params.get("target", []) if v),
@@ -87,5 +78,19 @@ class Query:
         )
 
 
-def _show(value: str) -> str:
-    return repr(value if len(value) <= 40 else value[:40] + "…")
+def _one(checker: Checker, params: Mapping[str, Sequence[str]], key: str) -> str | None:
+    """The parameter's value; given more than once, a problem (and the last value)."""
+    values = params.get(key) or []
+    if len(values) > 1:
+        checker.problems.append(f"{key} given {len(values)} times; give it once")
+    return values[-1] if values else None
+
+
+def _flag(checker: Checker, params: Mapping[str, Sequence[str]], key: str) -> bool:
+    value = _one(checker, params, key)
+    if value is None or value.lower() in ("0", "false", "no", ""):
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    checker.problems.append(f"{key}={show(value)} is not allowed (use 1 or 0)")
+    return False

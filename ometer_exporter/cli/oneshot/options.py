@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, TextIO
-from urllib.parse import urlsplit
+from typing import Any, Final, TextIO
+
+from dotenv import dotenv_values
 
 from ometer_exporter.cli.oneshot.screen import isatty
+from ometer_exporter.config.api_keys import checked_key
+from ometer_exporter.config.checks import Checker, ConfigError, show_path
 from ometer_exporter.config.load import load_settings
-from ometer_exporter.config.settings import Overrides, Settings, TargetSettings
+from ometer_exporter.config.settings import (
+    NUM_PREDICT_RANGE,
+    ONESHOT_RUNS_RANGE,
+    PARALLEL_RANGE,
+    IntRange,
+    Overrides,
+    Settings,
+    TargetSettings,
+)
 from ometer_exporter.views import query as queries
 
 EXIT_OK: Final = 0
@@ -25,17 +36,19 @@ EXIT_INTERRUPTED: Final = 130
 DEFAULT_CLOUD_URL: Final = "https://ollama.com"
 CLOUD_TARGET: Final = "cloud"
 DOTENV_FILES: Final = (".env", "~/.env", "~/.config/ometer/.env")
-RUNS_RANGE: Final = (1, 3)
-PARALLEL_RANGE: Final = (1, 10)
-NUM_PREDICT_RANGE: Final = (8, 100_000)  # as benchmark.num_predict in the config file
 
-ENVIRONMENT_HELP: Final = """\
+
+def _span(bounds: IntRange) -> str:
+    return f"{bounds.low}-{bounds.high}"
+
+
+ENVIRONMENT_HELP: Final = f"""\
 environment (also read from ./.env, ~/.env, ~/.config/ometer/.env; the real one wins):
   OLLAMA_LOCAL_BASE_URL  the local server (else OLLAMA_HOST, else http://localhost:11434)
   OLLAMA_CLOUD_BASE_URL  the cloud server (default https://ollama.com)
   OLLAMA_CLOUD_API_KEY   a cloud target exists only with a key (or when --config.file names one)
-  OMETER_RUNS            runs per model, 1-3
-  OMETER_PARALLEL        models at once per target, 1-10
+  OMETER_RUNS            runs per model, {_span(ONESHOT_RUNS_RANGE)}
+  OMETER_PARALLEL        models at once per target, {_span(PARALLEL_RANGE)}
   NO_COLOR               no colours
 
 exit codes: 0 ok, 1 nothing matched or no target reachable, 2 usage or configuration error"""
@@ -43,28 +56,44 @@ exit codes: 0 ok, 1 nothing matched or no target reachable, 2 usage or configura
 log = logging.getLogger(__name__)
 
 
-class UsageError(Exception):
-    """A bad flag, environment value or combination: exit 2 with this message."""
+class UsageError(ConfigError):
+    """Bad flags, environment values or combinations: exit 2 listing every problem."""
+
+    def __init__(
+        self, problems: Sequence[str], source: str | None = "the command line and environment"
+    ) -> None:
+        super().__init__(problems, source)
 
 
 # -- command line ----------------------------------------------------------------------------
 
+# The integer flags, checked after parsing so that every bad one is named at once.
+_INT_FLAGS: Final = (
+    ("--runs", "runs", ONESHOT_RUNS_RANGE),
+    ("--parallel", "parallel", PARALLEL_RANGE),
+    ("--num-predict", "num_predict", NUM_PREDICT_RANGE),
+)
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is out of range ({low}-{high})")
-        return value
 
-    return parse
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that checks the integer flags with the configuration's checker."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        checker = Checker()
+        for flag, dest, bounds in _INT_FLAGS:
+            text = getattr(parsed, dest, None)
+            if isinstance(text, str):
+                setattr(parsed, dest, checker.integer_text(text, f"flag {flag}", bounds))
+        if checker.problems:
+            self.error("; ".join(checker.problems))
+        return parsed, rest
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ometer-exporter bench",
         description="One benchmark cycle in the terminal (OMeter mode). Without --ttft or\n"
         "--tps it lists the models; with them it measures them and fills the table in as\n"
@@ -82,13 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--tps", action="store_true", help="measure and show tokens per second")
     what.add_argument("-v", "--verbose", action="store_true",
                       help="per-run columns (with --history: every stored result)")  # fmt: skip
-    what.add_argument("--runs", type=_int_in(*RUNS_RANGE), metavar="N",
-                      help="runs per model, 1-3 (env OMETER_RUNS; default 3)")  # fmt: skip
+    what.add_argument("--runs", metavar="N", help=f"runs per model, {_span(ONESHOT_RUNS_RANGE)} "
+                      "(env OMETER_RUNS; default 3)")  # fmt: skip
     what.add_argument("--prompts", metavar="TEXT|FILE",
                       help="a prompt, or a file with one prompt per line")  # fmt: skip
-    what.add_argument("--parallel", type=_int_in(*PARALLEL_RANGE), metavar="N",
-                      help="models at once per target, 1-10 (default 1)")  # fmt: skip
-    what.add_argument("--num-predict", type=_int_in(*NUM_PREDICT_RANGE), metavar="N",
+    what.add_argument("--parallel", metavar="N", help="models at once per target, "
+                      f"{_span(PARALLEL_RANGE)} (default 1)")  # fmt: skip
+    what.add_argument("--num-predict", metavar="N",
                       help="output tokens per run (default 128)")  # fmt: skip
     out = parser.add_argument_group("output")
     out.add_argument("--sort", choices=tuple(queries.SORT_KEYS),
@@ -140,25 +169,27 @@ class Options:
 
 
 def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: TextIO) -> Options:
-    if args.json == "-" and args.csv == "-":
-        raise UsageError("--json and --csv cannot both write to stdout; give one a PATH")
-    for flag, path in (("--json", args.json), ("--csv", args.csv)):
-        if path not in (None, "-"):
-            parent = Path(path).expanduser().parent
-            if not parent.is_dir():
-                raise UsageError(f"{flag} {path!r}: directory {str(parent)!r} does not exist")
+    """Check the flags and environment (every problem at once), then load the configuration."""
+    checker = Checker()
+    _check_outputs(checker, args.json, args.csv)
+    prompts = _prompts(checker, args.prompts) if args.prompts is not None else None
+    runs = args.runs
+    if runs is None:
+        runs = _env_int(checker, env, "OMETER_RUNS", ONESHOT_RUNS_RANGE)
+    parallel = args.parallel
+    if parallel is None:
+        parallel = _env_int(checker, env, "OMETER_PARALLEL", PARALLEL_RANGE) or 1
+    if checker.problems:
+        raise UsageError(checker.problems)
     settings = load_settings(
         Overrides(config_file=args.config_file, storage_path=args.storage_path), env
     )
-    runs = args.runs if args.runs is not None else _env_int(env, "OMETER_RUNS", RUNS_RANGE)
-    parallel = args.parallel
-    if parallel is None:
-        parallel = _env_int(env, "OMETER_PARALLEL", PARALLEL_RANGE) or 1
     local = tuple(t for t in settings.targets if not t.cloud)
     cloud = tuple(t for t in settings.targets if t.cloud)
     if settings.config_file is None:
-        cloud += _env_cloud_target(env, settings)
-    no_color = bool(env.get("NO_COLOR"))
+        cloud += _env_cloud_target(checker, env, settings)
+    if checker.problems:
+        raise UsageError(checker.problems)
     return Options(
         local=args.local,
         cloud=args.cloud,
@@ -168,7 +199,7 @@ def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: Text
         tps=args.tps,
         verbose=args.verbose,
         runs=runs,
-        prompts=read_prompts(args.prompts) if args.prompts is not None else None,
+        prompts=prompts,
         parallel=parallel,
         num_predict=args.num_predict,
         sort=args.sort,
@@ -176,47 +207,52 @@ def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: Text
         json_path=args.json,
         csv_path=args.csv,
         history=args.history,
-        color=isatty(stdout) and not no_color,
+        color=isatty(stdout) and not env.get("NO_COLOR"),
         settings=settings,
         local_targets=local,
         cloud_targets=cloud,
     )
 
 
-def _env_int(env: Mapping[str, str], name: str, bounds: tuple[int, int]) -> int | None:
-    text = (env.get(name) or "").strip()
-    if not text:
-        return None
-    low, high = bounds
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise UsageError(f"env {name}: {text[:20]!r} is not allowed; allowed: an integer "
-                         f"from {low} to {high}")  # fmt: skip
-    return int(text)
+def _check_outputs(checker: Checker, json_path: str | None, csv_path: str | None) -> None:
+    if json_path == "-" and csv_path == "-":
+        checker.add("flags --json, --csv", "both write to stdout; allowed: a PATH for one of them")
+    for flag, path in (("--json", json_path), ("--csv", csv_path)):
+        if path not in (None, "-"):
+            parent = Path(path).expanduser().parent
+            if not parent.is_dir():
+                checker.add(
+                    f"flag {flag}",
+                    f"the directory {show_path(str(parent))} of {show_path(path)} does not "
+                    "exist; allowed: a file in an existing directory, or no PATH for stdout",
+                )
 
 
-def _env_cloud_target(env: Mapping[str, str], settings: Settings) -> tuple[TargetSettings, ...]:
+def _env_int(checker: Checker, env: Mapping[str, str], name: str, bounds: IntRange) -> int | None:
+    text = env.get(name) or ""
+    return checker.integer_text(text, f"env {name}", bounds) if text.strip() else None
+
+
+def _env_cloud_target(
+    checker: Checker, env: Mapping[str, str], settings: Settings
+) -> tuple[TargetSettings, ...]:
     """OMeter's cloud target: only when ``OLLAMA_CLOUD_API_KEY`` holds a key."""
-    key = (env.get("OLLAMA_CLOUD_API_KEY") or "").strip()
-    if not key:
+    raw_key = env.get("OLLAMA_CLOUD_API_KEY") or ""
+    if not raw_key.strip():
         return ()
-    if not re.fullmatch(r"[\x21-\x7e]+", key):  # the key itself is never echoed
-        raise UsageError("env OLLAMA_CLOUD_API_KEY contains spaces or non-ASCII characters "
-                         "(value not shown); allowed: one line of printable ASCII")  # fmt: skip
-    raw = (env.get("OLLAMA_CLOUD_BASE_URL") or "").strip() or DEFAULT_CLOUD_URL
-    parts = urlsplit(raw)
-    plain_url = not ("@" in parts.netloc or parts.query or parts.fragment)
-    if parts.scheme not in ("http", "https") or not parts.hostname or not plain_url:
-        raise UsageError(
-            f"env OLLAMA_CLOUD_BASE_URL: {raw[:60]!r} is not allowed; allowed: an http(s) "
-            "URL without credentials or query, e.g. https://ollama.com"
-        )
+    variable = "env OLLAMA_CLOUD_API_KEY"
+    key = checked_key(checker, variable, raw_key, "environment variable 'OLLAMA_CLOUD_API_KEY'")
+    raw_url = (env.get("OLLAMA_CLOUD_BASE_URL") or "").strip() or DEFAULT_CLOUD_URL
+    checked = checker.url(raw_url, "env OLLAMA_CLOUD_BASE_URL")
+    if key is None or checked is None:
+        return ()
     return (
         TargetSettings(
             name=CLOUD_TARGET,
-            url=raw.rstrip("/"),
+            url=checked[0],
             cloud=True,
             api_key=key,
-            api_key_source="env OLLAMA_CLOUD_API_KEY",
+            api_key_source=variable,
             select="all",
             benchmark=settings.benchmark,
         ),
@@ -246,42 +282,45 @@ def for_oneshot(target: TargetSettings, opts: Options) -> TargetSettings:
 
 def read_prompts(value: str) -> tuple[str, ...]:
     """``--prompts``: a file with one prompt per line (blank lines skipped), else the text."""
+    checker = Checker()
+    prompts = _prompts(checker, value)
+    if prompts is None:
+        raise UsageError(checker.problems)
+    return prompts
+
+
+def _prompts(checker: Checker, value: str) -> tuple[str, ...] | None:
     path = Path(value).expanduser()
     if path.is_file():
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--prompts {value!r}: cannot read it ({exc})") from None
+            checker.add("flag --prompts", f"cannot read {show_path(value)} ({exc}); allowed: a "
+                                          "readable UTF-8 file, one prompt per line")  # fmt: skip
+            return None
     else:
         text = value
     prompts = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not prompts:
-        raise UsageError(f"--prompts {value!r}: no prompt in it (blank lines are skipped)")
+        checker.add(
+            "flag --prompts",
+            f"no prompt in {show_path(value)} (blank lines are skipped); allowed: a prompt, "
+            "or a file of prompts",
+        )
+        return None
     return prompts
 
 
 # -- .env ------------------------------------------------------------------------------------
 
-_DOTENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
-
 
 def parse_dotenv(text: str) -> dict[str, str]:
-    """``KEY=VALUE`` lines; ``#`` comments; values optionally in single or double quotes."""
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _DOTENV_LINE.fullmatch(line)
-        if match is None:
-            continue
-        key, value = match[1], match[2].strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        else:
-            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
-        out[key] = value
-    return out
+    """The variables a ``.env`` text sets, read by python-dotenv: quotes, escapes, ``export``.
+
+    No ``${VAR}`` expansion (the values are taken as written); a name without ``=`` sets nothing.
+    """
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def with_dotenv(env: Mapping[str, str]) -> dict[str, str]:
