@@ -124,7 +124,11 @@ def test_config_loader_text(tmp_path: Path, text: str) -> None:
 
 # -- the export -------------------------------------------------------------------------------
 
-names = st.text(min_size=1, max_size=40)
+# A name that itself starts with a quote and a formula character reads in CSV exactly like a
+# neutralised formula (`'=`), so no decoder could tell the two apart: such names are left out.
+names = st.text(min_size=1, max_size=40).filter(
+    lambda s: not (s[:1] == "'" and s[1:2] != "" and s[1:2] in "=+-@\t\r")
+)
 
 
 @given(st.lists(names, min_size=1, max_size=6, unique=True), st.text(max_size=60))
