@@ -130,6 +130,40 @@ async def soak(
         await child.wait()
 
 
+async def _sample_until(
+    exporter: Exporter, runs: int, helpers: list[asyncio.Task[None]], *, trace: bool
+) -> tuple[list[tuple[int, int, int, int]], float]:
+    """Sample RSS, fds and tasks until ``runs`` runs ended: the samples, and the seconds."""
+    samples: list[tuple[int, int, int, int]] = []  # runs, rss, fds, tasks
+    baseline: dict[str, int] | None = None
+    started = time.monotonic()
+    next_sample = 0
+    deadline = started + max(60.0, runs / 20)  # far beyond the expected pace
+    while (done := total_runs(exporter)) < runs:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"soak stalled: {done} of {runs} runs after {deadline - started:.0f}s")
+        if done >= next_sample:
+            gc.collect()
+            samples.append((done, rss_bytes(), open_fds(), len(asyncio.all_tasks())))
+            if trace and len(samples) == 3:
+                baseline = _census()
+            next_sample += max(runs // 20, 1)
+        for task in helpers:
+            if task.done():
+                task.result()  # a failed scrape ends the soak loudly
+        await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - started
+    gc.collect()
+    samples.append((total_runs(exporter), rss_bytes(), open_fds(), len(asyncio.all_tasks())))
+    if trace and baseline is not None:
+        now = _census()
+        grown = sorted(((now[k] - baseline.get(k, 0), k) for k in now), reverse=True)
+        print("objects that grew after warm-up:")
+        for diff, kind in grown[:12]:
+            print(f"{diff:>+9} {kind}")
+    return samples, elapsed
+
+
 async def _soak(runs: int, urls: list[str], *, trace: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
@@ -165,35 +199,7 @@ targets:
                     await asyncio.sleep(0.05)
 
         helpers = [asyncio.create_task(scrape())]
-        samples: list[tuple[int, int, int, int]] = []  # runs, rss, fds, tasks
-        baseline: dict[str, int] | None = None
-        started = time.monotonic()
-        next_sample = 0
-        deadline = started + max(60.0, runs / 20)  # far beyond the expected pace
-        while (done := total_runs(exporter)) < runs:
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"soak stalled: {done} of {runs} runs after {deadline - started:.0f}s"
-                )
-            if done >= next_sample:
-                gc.collect()
-                samples.append((done, rss_bytes(), open_fds(), len(asyncio.all_tasks())))
-                if trace and len(samples) == 3:
-                    baseline = _census()
-                next_sample += max(runs // 20, 1)
-            for task in helpers:
-                if task.done():
-                    task.result()  # a failed scrape ends the soak loudly
-            await asyncio.sleep(0.05)
-        elapsed = time.monotonic() - started
-        gc.collect()
-        samples.append((total_runs(exporter), rss_bytes(), open_fds(), len(asyncio.all_tasks())))
-        if trace and baseline is not None:
-            now = _census()
-            grown = sorted(((now[k] - baseline.get(k, 0), k) for k in now), reverse=True)
-            print("objects that grew after warm-up:")
-            for diff, kind in grown[:12]:
-                print(f"{diff:>+9} {kind}")
+        samples, elapsed = await _sample_until(exporter, runs, helpers, trace=trace)
         stop.set()
         await asyncio.gather(*helpers)
         errors = total_errors(exporter)
