@@ -228,6 +228,24 @@ def check_body(url: str) -> tuple[int, int, str]:
     return len(body), text.count(b"\n"), headers.get("Content-Type", "")
 
 
+def closed_loop(base: str, url: str, duration: float) -> dict[str, Any]:
+    """Phase 4: closed-loop throughput with wrk (nothing when wrk is missing)."""
+    closed = wrk(url, duration)
+    wrk_stall = stall(base)
+    if closed is None:
+        _common.figure("closed-loop (wrk, 20 connections)", "skipped: wrk is not installed")
+        return {}
+    ok = closed["rps"] >= 1000 and closed["non2xx"] == 0
+    _common.figure("closed-loop (wrk -c20 -t1)",
+                   f"{closed['rps']:.0f} scrapes/s, p50 {closed.get('p50_ms', 0):.2f} ms, "
+                   f"p99 {closed.get('p99_ms', 0):.2f} ms",
+                   ">= 1000/s", ok)  # fmt: skip
+    # 20 requests in flight on one loop: a timer waits behind the whole batch (queueing,
+    # not one scrape's stall); shown for information.
+    _common.figure("  worst loop delay (20 scrapes queued at once)", str(wrk_stall))
+    return {"wrk": closed, "wrk_stall": wrk_stall.as_dict()}
+
+
 def run(models: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
     print(_common.machine(), flush=True)
     print(f"scrape cost: {models} models over {TARGETS} targets, Prometheus Accept + gzip; "
@@ -275,21 +293,7 @@ def run(models: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
         phase("static", "unchanged snapshot")
         phase("churn", "one result changing every 1 s", churn_every=1.0)
 
-        closed = wrk(url, duration)
-        wrk_stall = stall(base)
-        if closed is None:
-            _common.figure("closed-loop (wrk, 20 connections)", "skipped: wrk is not installed")
-        else:
-            ok = closed["rps"] >= 1000 and closed["non2xx"] == 0
-            _common.figure("closed-loop (wrk -c20 -t1)",
-                           f"{closed['rps']:.0f} scrapes/s, p50 {closed.get('p50_ms', 0):.2f} ms, "
-                           f"p99 {closed.get('p99_ms', 0):.2f} ms",
-                           ">= 1000/s", ok)  # fmt: skip
-            # 20 requests in flight on one loop: a timer waits behind the whole batch (queueing,
-            # not one scrape's stall); shown for information.
-            _common.figure("  worst loop delay (20 scrapes queued at once)", str(wrk_stall))
-            results["wrk"] = closed
-            results["wrk_stall"] = wrk_stall.as_dict()
+        results.update(closed_loop(base, url, duration))
         rss = json.loads(http("GET", base + "/-/perf/rss")[2])
         print(f"  ({_common.load()} at the end)")
         _common.figure("server RSS", f"{rss['rss'] / 2**20:.1f} MiB "
