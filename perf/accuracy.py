@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,6 +179,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def collect(
+    base: str, wanted: int, scraper: subprocess.Popen[str] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Wait for ``wanted`` measured runs (or the time limit); stop the scraper: runs, scrapes."""
+    started = time.monotonic()
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() - started < 60 + wanted * 2:
+        time.sleep(0.5)
+        runs = get_json(base + "/-/perf/runs")
+        if len(runs) >= wanted:
+            break
+    scrapes: dict[str, Any] = {"ok": 0, "errors": 0, "latency_s": [], "p99_s": None}
+    if scraper is not None:
+        scraper.send_signal(signal.SIGTERM)
+        out, _ = scraper.communicate(timeout=60)
+        scrapes = json.loads(out.strip().splitlines()[-1])
+    return runs, scrapes
+
+
+def errors(
+    pairs: list[tuple[Any, Any]],
+) -> tuple[list[float], list[float], list[float]]:
+    """Per matched run: TTFT error, request transit, relative decode-rate error (seconds)."""
+    ttft_err = [run["first_token_at"] - rec["first_chunk"] for run, rec in pairs]
+    transit = [rec["arrived"] - run["sent_at"] for run, rec in pairs]
+    tps_err: list[float] = []
+    for run, rec in pairs:
+        n = run["eval_count"]
+        client_span = (run["last_token_at"] or 0) - run["first_token_at"]
+        wire_span = (rec["last_token_chunk"] or 0) - rec["first_chunk"]
+        if n and n >= 2 and client_span > 0 and wire_span > 0:
+            tps_err.append(((n - 1) / client_span) / ((n - 1) / wire_span) - 1)
+    return ttft_err, transit, tps_err
+
+
 def run(
     wanted: int, rate: float, inventory: int, benchmarked: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -193,37 +229,17 @@ def run(
         config = tmp / "config.yaml"
         config.write_text(CONFIG.format(storage=tmp / "data", url=emu_url,
                                         include=", ".join(BENCHMARKED)))  # fmt: skip
-        port = _common.free_port()
         exp_args = [sys.executable, str(Path(__file__)), "--exporter", str(config),
-                    "--port", str(port)]  # fmt: skip
+                    "--port", str(_common.free_port())]  # fmt: skip
         with _common.running(exp_args, cpu=1) as (printed, _exp):
             base = f"http://127.0.0.1:{printed}"
             scraper = _common.spawn([sys.executable, str(_common.PERF / "openloop.py"), "--url",
                                      base + "/metrics", "--rate", str(rate), "--duration", "0",
                                      "--scrape"], cpu=0) if rate > 0 else None  # fmt: skip
-            started = time.monotonic()
-            runs: list[dict[str, Any]] = []
-            while time.monotonic() - started < 60 + wanted * 2:
-                time.sleep(0.5)
-                runs = get_json(base + "/-/perf/runs")
-                if len(runs) >= wanted:
-                    break
-            scrapes: dict[str, Any] = {"ok": 0, "errors": 0, "latency_s": [], "p99_s": None}
-            if scraper is not None:
-                scraper.send_signal(signal.SIGTERM)
-                out, _ = scraper.communicate(timeout=60)
-                scrapes = json.loads(out.strip().splitlines()[-1])
+            runs, scrapes = collect(base, wanted, scraper)
             records = get_json(truth_url + "/records?path=/api/chat")
     pairs = match(runs, records)
-    ttft_err = [run["first_token_at"] - rec["first_chunk"] for run, rec in pairs]
-    transit = [rec["arrived"] - run["sent_at"] for run, rec in pairs]
-    tps_err: list[float] = []
-    for run, rec in pairs:
-        n = run["eval_count"]
-        client_span = (run["last_token_at"] or 0) - run["first_token_at"]
-        wire_span = (rec["last_token_chunk"] or 0) - rec["first_chunk"]
-        if n and n >= 2 and client_span > 0 and wire_span > 0:
-            tps_err.append(((n - 1) / client_span) / ((n - 1) / wire_span) - 1)
+    ttft_err, transit, tps_err = errors(pairs)
     abs_ttft = [abs(x) for x in ttft_err]
     abs_tps = [abs(x) for x in tps_err]
     lagged = sum(1 for run in runs if "loop_lag" in run["discarded"])

@@ -250,9 +250,8 @@ def run(models: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
     print(_common.machine(), flush=True)
     print(f"scrape cost: {models} models over {TARGETS} targets, Prometheus Accept + gzip; "
           f"load generators pinned to core 1", flush=True)  # fmt: skip
-    port = _common.free_port()
     args = [sys.executable, str(Path(__file__)), "--serve", "--models", str(models),
-            "--port", str(port)]  # fmt: skip
+            "--port", str(_common.free_port())]  # fmt: skip
     results: dict[str, Any] = {}
     with _common.running(args) as (printed, _proc):
         base = f"http://127.0.0.1:{printed}"

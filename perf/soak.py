@@ -130,6 +130,22 @@ async def soak(
         await child.wait()
 
 
+def soak_config(urls: list[str]) -> str:
+    """Two targets on the emulators, cycling as fast as they can, with tight timeouts."""
+    return f"""
+benchmark:
+  interval: 1ms
+  jitter: 0%
+  runs: 3
+  num_predict: 12
+  timeouts: {{connect: 1s, first_byte: 150ms, idle: 100ms, total: 2s}}
+storage: {{retention: 1m}}
+targets:
+  - {{name: a, url: "{urls[0]}", select: all}}
+  - {{name: b, url: "{urls[1]}", select: all}}
+"""
+
+
 async def _sample_until(
     exporter: Exporter, runs: int, helpers: list[asyncio.Task[None]], *, trace: bool
 ) -> tuple[list[tuple[int, int, int, int]], float]:
@@ -167,18 +183,7 @@ async def _sample_until(
 async def _soak(runs: int, urls: list[str], *, trace: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
-        config.write_text(f"""
-benchmark:
-  interval: 1ms
-  jitter: 0%
-  runs: 3
-  num_predict: 12
-  timeouts: {{connect: 1s, first_byte: 150ms, idle: 100ms, total: 2s}}
-storage: {{retention: 1m}}
-targets:
-  - {{name: a, url: "{urls[0]}", select: all}}
-  - {{name: b, url: "{urls[1]}", select: all}}
-""")
+        config.write_text(soak_config(urls))
         overrides = Overrides(config_file=str(config), storage_path=tmp)
         app = create_app(load_settings(overrides, {}), overrides=overrides, env={})
         exporter = app[EXPORTER]
