@@ -94,7 +94,6 @@ async def _listen(runner: web.AppRunner, address: str, exporter: Exporter) -> No
         runner,
         host,
         port,
-        shutdown_timeout=SHUTDOWN_GRACE,
         ssl_context=exporter.web_config.ssl_context,
     )
     await site.start()
