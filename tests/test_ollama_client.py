@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from ollama_emulator import (
@@ -140,6 +140,35 @@ async def _chat_timeout(url: str, timeouts: Timeouts) -> tuple[OllamaTimeout, fl
             await client.chat("llama3.2:latest", [{"role": "user", "content": "hi"}],
                               options={"num_predict": 100})  # fmt: skip
         return info.value, time.perf_counter() - started
+
+
+async def test_a_server_that_compresses_when_asked_is_read(aiohttp_gzip_server: str) -> None:
+    """A reverse proxy gzips whatever a client says it accepts; the client asks for identity."""
+    async with OllamaClient(aiohttp_gzip_server) as client:
+        tags = await client.tags()
+    assert [t.name for t in tags] == ["llama3.2:latest"]
+
+
+@pytest.fixture
+async def aiohttp_gzip_server() -> AsyncIterator[str]:
+    from aiohttp import web
+
+    async def tags(request: web.Request) -> web.Response:
+        response = web.json_response({"models": [{"name": "llama3.2:latest"}]})
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/tags", tags)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def test_first_byte_deadline(emulator_factory) -> None:

@@ -77,7 +77,13 @@ class OllamaClient:
     ) -> None:
         self._timeouts = timeouts or Timeouts()
         self._api_key = api_key or None
-        headers = {"User-Agent": f"ometer-exporter/{__version__}", "Accept": "application/json"}
+        headers = {
+            "User-Agent": f"ometer-exporter/{__version__}",
+            "Accept": "application/json",
+            # Bodies are read raw (to time each chunk and cap the size): a compressed reply from
+            # a server or proxy would be unreadable, so none is asked for.
+            "Accept-Encoding": "identity",
+        }
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         t = self._timeouts
