@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Final
@@ -55,7 +54,6 @@ class Exporter:
         self.web_config = load_web_config(settings.web_config_file)
         self.auth = BasicAuth(self.web_config.users) if self.web_config.users else None
         self.ready = False
-        self.started_at = time.time()
         self._starting: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
 

@@ -3,29 +3,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 OPENMETRICS: Final = "application/openmetrics-text"
 TEXT: Final = "text/plain"
 
 
-def media_ranges(accept: str) -> dict[str, float]:
-    """``Accept`` as media range -> q (the highest, when one is listed twice); parameters
-    other than q are ignored; an entry that is malformed (no type/subtype, a bad q) is left
-    out, as if it were not there."""
-    ranges: dict[str, float] = {}
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        kind, slash, sub = media.lower().partition("/")
-        if not slash or not kind or not sub:
-            continue
+def _entries(header: str) -> Iterator[tuple[str, float]]:
+    """(lower-cased value, q) of each entry of an ``Accept``-style header; parameters other
+    than q are ignored, and an entry with a bad q is left out, as if it were not there."""
+    for part in header.split(","):
+        value, *params = (p.strip() for p in part.split(";"))
         q: float | None = 1.0
         for param in params:
-            name, _, value = param.partition("=")
+            name, _, text = param.partition("=")
             if name.strip().lower() == "q":
-                q = _quality(value.strip())
+                q = _quality(text.strip())
         if q is not None:
-            ranges[f"{kind}/{sub}"] = max(q, ranges.get(f"{kind}/{sub}", 0.0))
+            yield value.lower(), q
+
+
+def media_ranges(accept: str) -> dict[str, float]:
+    """``Accept`` as media range -> q (the highest, when one is listed twice); an entry with
+    no type/subtype is left out."""
+    ranges: dict[str, float] = {}
+    for media, q in _entries(accept):
+        kind, slash, sub = media.partition("/")
+        if slash and kind and sub:
+            ranges[media] = max(q, ranges.get(media, 0.0))
     return ranges
 
 
@@ -54,8 +60,4 @@ def wants_openmetrics(accept: str) -> bool:
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    for part in accept_encoding.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() == "gzip":
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+    return any(coding == "gzip" and q > 0 for coding, q in _entries(accept_encoding))
