@@ -513,5 +513,22 @@ def test_describe_summarises_targets() -> None:
     text = describe(load(CONFFILES / "overrides.yaml"))
     assert "  fast  http://gpu-box:11434\n    api key: none\n" in text
     assert "select: loaded; include: any; exclude: none" in text
-    assert "interval 250ms, jitter 10%, runs 2" in text
+    assert "interval 250ms, jitter 10%, idle_before 10s, runs 2" in text
     assert "timeouts: connect 5s, first_byte 5m, idle 30s, total 15m" in text
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0s", 0.0), ("250ms", 0.25), ("30s", 30.0)])
+def test_idle_before_allows_zero(tmp_path: Path, value: str, seconds: float) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"benchmark: {{idle_before: {value}}}\ntargets: [{{name: a, url: http://a:1,"
+                    f" idle_before: 1s}}]\n")  # fmt: skip
+    settings = load(path)
+    assert settings.benchmark.idle_before == seconds
+    assert settings.targets[0].benchmark.idle_before == 1.0  # per-target override
+
+
+@pytest.mark.parametrize("value", ["soon", "-1s", "true"])
+def test_idle_before_rejects(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"benchmark: {{idle_before: {value}}}\n")
+    assert "benchmark.idle_before:" in str(problems(path))

@@ -424,7 +424,9 @@ async def test_image_runs_serves_and_passes_its_healthcheck(
     args: list[str] = []
     extra = {"OMETER_LISTEN_ADDRESS": f"127.0.0.1:{port}", "OLLAMA_HOST": emu.url}
     if how == "ollama-host-env":
-        emu.preload(model)  # no config file: select: loaded, as `docker run -e OLLAMA_HOST=…`
+        # No config file: select: loaded, as `docker run -e OLLAMA_HOST=…`. Pinned: on the
+        # emulator's fast clock a 5-minute keep-alive would end before the first poll (15 s).
+        emu.preload(model, keep_alive=-1)
     else:  # as the compose stack runs it, the service name swapped for the emulator
         config = tmp_path / "config.yaml"
         config.write_text(

@@ -26,6 +26,7 @@ def config(url_a: str, url_b: str) -> str:
     return f"""
 benchmark:
   interval: 1h
+  idle_before: 0s  # measure a loaded model at once: these tests are about faults
   runs: 3
   num_predict: 16
   timeouts: {{{timeouts}}}

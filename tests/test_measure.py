@@ -214,7 +214,7 @@ async def test_short_runs_count_for_ttft_not_tokens_per_second(emulator_factory)
     assert result.tokens_per_second is None and result.client_tokens_per_second is None
 
 
-async def test_queue_wait_shows_a_noisy_neighbour(emulator_factory) -> None:
+async def test_a_run_queued_behind_a_neighbour_is_contended(emulator_factory) -> None:
     model = chat_model("llama3.2:latest", decode_tokens_per_second=100.0, output_tokens=30)
     emu = await emulator_factory([model])
     emu.preload("llama3.2:latest")
@@ -235,8 +235,12 @@ async def test_queue_wait_shows_a_noisy_neighbour(emulator_factory) -> None:
             client, "llama3.2:latest", model.capabilities, BenchmarkSettings(runs=1)
         )
     await busy
-    assert result is not None and result.queue_wait is not None
-    assert result.queue_wait > 0.15
+    assert result is not None and len(result.runs) == 1
+    run = result.runs[0]
+    assert run.queue_wait is not None and run.queue_wait > 0.15
+    # Its numbers are the neighbour's load, not the model's: left out, and the attempt ends.
+    assert run.discarded == ("contended",)
+    assert result.contended and not result.success and result.ttft is None
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ VISIBLE = """[...document.querySelectorAll('#rows-chat tr[data-target]')]
 
 def config(local: str, gpu: str) -> str:
     return f"""
-benchmark: {{interval: 1h, jitter: 0%, runs: 1, num_predict: 16}}
+benchmark: {{interval: 1h, jitter: 0%, idle_before: 0s, runs: 1, num_predict: 16}}
 targets:
   - {{name: local, url: "{local}", select: all}}
   - {{name: gpu, url: "{gpu}", select: all}}

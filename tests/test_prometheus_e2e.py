@@ -49,6 +49,7 @@ EXPORTER_CONFIG = """
 benchmark:
   interval: 500ms
   jitter: 0%
+  idle_before: 0s
   runs: 2
   num_predict: 16
 targets:

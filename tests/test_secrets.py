@@ -28,7 +28,7 @@ async def test_the_key_never_leaks(emulator_factory, start_exporter, tmp_path, c
     key_file.write_text(SECRET + "\n")
     key_line = "api_key_env: KEY" if source == "env" else f"api_key_file: {key_file}"
     yaml_text = f"""
-benchmark: {{interval: 1h, runs: 3, num_predict: 16}}
+benchmark: {{interval: 1h, idle_before: 0s, runs: 3, num_predict: 16}}
 targets:
   - name: cloud
     url: {emu.url}

@@ -22,11 +22,14 @@ QWEN = "qwen3:8b"
 NOMIC = "nomic-embed-text:latest"
 
 
-def config(url: str, *, interval: str = "1h", select: str = "all", extra: str = "") -> str:
+def config(url: str, *, interval: str = "1h", select: str = "all", extra: str = "",
+           idle_before: str = "0s") -> str:  # fmt: skip
+    """A loaded model is measured at once unless ``idle_before`` says otherwise."""
     return f"""
 benchmark:
   interval: {interval}
   jitter: 0%
+  idle_before: {idle_before}
   runs: 3
   num_predict: 32
 targets:
@@ -317,7 +320,7 @@ async def test_not_ready_before_start(emulator_factory, tmp_path, monkeypatch) -
         await runner.cleanup()
 
 
-async def test_ps_poll_between_cycles_keeps_loaded_current(
+async def test_the_poll_keeps_loaded_current_and_measures_new_loads(
     emulator_factory, start_exporter, monkeypatch
 ) -> None:
     import ometer_exporter.loop.worker as scheduler
@@ -345,7 +348,13 @@ async def test_ps_poll_between_cycles_keeps_loaded_current(
         ),
         what="the ps poll to see a new load",
     )
-    assert len([r for r in emu.records_for("/api/chat")]) == 3  # polling benchmarks nothing
+    # A model loaded between cycles is due: the poll measures it now, not an hour later, and
+    # sends it no keep_alive (it was not ours to keep).
+    await until(
+        lambda: len(emu.records_for("/api/chat", QWEN)) == 3, what="the poll to measure QWEN"
+    )
+    assert all("keep_alive" not in r.body for r in emu.records_for("/api/chat", QWEN))
+    assert len(emu.records_for("/api/chat", LLAMA)) == 3  # measured once: not due again
 
 
 async def test_the_loop_survives_a_bug(emulator_factory, start_exporter, monkeypatch) -> None:
@@ -388,9 +397,13 @@ targets:
 """
     running = await start_exporter(yaml_text, env={"KEY": "sk-test"})
     await running.cycles("cloud", 1)
-    worker = running.exporter.scheduler.workers["cloud"]
-    assert worker.next_delay is not None and worker.next_delay >= 3600
+    state = running.exporter.store.snapshot.targets["cloud"]
+    started = state.last_cycle_started
+    assert started is not None and state.next_cycle_at is not None
+    assert state.next_cycle_at >= started + 3600  # the window, not the 100 ms interval
     assert len(emu.records_for("/api/chat")) == 1  # the cycle stopped at the first 429
+    held = running.exporter.store.snapshot.models[("cloud", "gemma4:31b")]
+    assert held.status == "held" and held.due_at == state.next_cycle_at
     rows = (await running.http.get("/export")).json()
     limited = [r for r in rows if r["error_type"] == "rate_limited"]
     assert len(limited) == 1 and "usage limit" in limited[0]["error"]

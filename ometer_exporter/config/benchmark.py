@@ -20,7 +20,7 @@ _T = TypeVar("_T")
 
 TIMEOUT_KEYS: Final = ("connect", "first_byte", "idle", "total")
 BENCHMARK_KEYS: Final = (
-    "interval", "jitter", "runs", "prompts", "num_predict",
+    "interval", "jitter", "idle_before", "runs", "prompts", "num_predict",
     "temperature", "seed", "think", "unload_after", "timeouts",
 )  # fmt: skip
 _THINK_MODES: Final[dict[str, ThinkMode]] = {"auto": "auto", "true": "true", "false": "false"}
@@ -37,6 +37,7 @@ class BenchmarkPatch:
 
     interval: float | None = None
     jitter: float | None = None
+    idle_before: float | None = None
     runs: int | None = None
     prompts: tuple[str, ...] | None = None
     num_predict: int | None = None
@@ -51,6 +52,7 @@ class BenchmarkPatch:
         return BenchmarkSettings(
             interval=first(self.interval, base.interval),
             jitter=first(self.jitter, base.jitter),
+            idle_before=first(self.idle_before, base.idle_before),
             runs=first(self.runs, base.runs),
             prompts=first(self.prompts, base.prompts),
             num_predict=first(self.num_predict, base.num_predict),
@@ -83,6 +85,9 @@ def _parse_workload(
         patch.interval = checker.duration(section["interval"], join_path(path, "interval"))
     if "jitter" in section:
         patch.jitter = _jitter(checker, section["jitter"], join_path(path, "jitter"))
+    if "idle_before" in section:
+        at = join_path(path, "idle_before")
+        patch.idle_before = checker.duration(section["idle_before"], at, allow_zero=True)
     if "runs" in section:
         patch.runs = checker.in_range(section["runs"], join_path(path, "runs"), RUNS_RANGE)
     if "prompts" in section:

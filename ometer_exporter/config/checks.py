@@ -262,7 +262,7 @@ class Checker:
             self.add(path, f"{show(value)} is not allowed{guess}; allowed: {allowed}")
         return found
 
-    def duration(self, value: object, path: str) -> float | None:
+    def duration(self, value: object, path: str, *, allow_zero: bool = False) -> float | None:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             self.wrong_type(path, value, "a duration such as 250ms, 10s, 10m or 1h30m")
             return None
@@ -271,7 +271,7 @@ class Checker:
         except ValueError as error:
             self.add(path, str(error))
             return None
-        if seconds == 0:
+        if seconds == 0 and not allow_zero:
             self.add(path, f"{show(value)} is zero; allowed: a duration > 0, e.g. 10s")
             return None
         return seconds

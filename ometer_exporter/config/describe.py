@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+
 from ometer_exporter.config.checks import format_duration
-from ometer_exporter.config.settings import BenchmarkSettings, Settings
+from ometer_exporter.config.settings import BenchmarkSettings, Settings, TargetSettings
 
 
 def describe(settings: Settings) -> str:
@@ -46,9 +49,62 @@ def describe(settings: Settings) -> str:
 def _describe_benchmark(b: BenchmarkSettings) -> str:
     t = b.timeouts
     return (
-        f"interval {format_duration(b.interval)}, jitter {b.jitter * 100:g}%, runs {b.runs}, "
+        f"interval {format_duration(b.interval)}, jitter {b.jitter * 100:g}%, "
+        f"idle_before {format_duration(b.idle_before)}, runs {b.runs}, "
         f"{len(b.prompts)} prompts, num_predict {b.num_predict}, temperature {b.temperature:g}, "
         f"seed {b.seed}, think {b.think}, unload_after {str(b.unload_after).lower()}; timeouts: "
         f"connect {format_duration(t.connect)}, first_byte {format_duration(t.first_byte)}, "
         f"idle {format_duration(t.idle)}, total {format_duration(t.total)}"
     )
+
+
+def describe_target(target: TargetSettings) -> str:
+    """One log line's worth: name, URL (never credentials), select policy and interval."""
+    kind = " (cloud)" if target.cloud else ""
+    b = target.benchmark
+    return (
+        f"{target.name}: {target.url}{kind}, select {target.select}, "
+        f"interval {format_duration(b.interval)}, idle_before {format_duration(b.idle_before)}, "
+        f"include {', '.join(target.include) or 'any'}, "
+        f"exclude {', '.join(target.exclude) or 'none'}"
+    )
+
+
+def target_changes(old: Mapping[str, TargetSettings], new: Sequence[TargetSettings]) -> list[str]:
+    """What a reload changed, one line per target added, removed or changed (a key's change is
+    named, never its value when it is a secret)."""
+    lines: list[str] = []
+    names = {t.name for t in new}
+    for target in new:
+        before = old.get(target.name)
+        if before is None:
+            lines.append(f"target added: {describe_target(target)}")
+        elif before != target:
+            lines.append(f"target {target.name} changed: {', '.join(_differences(before, target))}")
+    lines += [f"target removed: {name}" for name in old if name not in names]
+    return lines
+
+
+def _differences(before: TargetSettings, after: TargetSettings) -> list[str]:
+    out: list[str] = []
+    for f in fields(TargetSettings):
+        a, b = getattr(before, f.name), getattr(after, f.name)
+        if a == b:
+            continue
+        if f.name == "api_key":
+            out.append("api key")
+        elif f.name == "benchmark":
+            out += [
+                f"{g.name} {_shown(getattr(a, g.name))} → {_shown(getattr(b, g.name))}"
+                for g in fields(BenchmarkSettings)
+                if getattr(a, g.name) != getattr(b, g.name)
+            ]
+        else:
+            out.append(f"{f.name} {_shown(a)} → {_shown(b)}")
+    return out
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return f"[{', '.join(value)}]" if len(value) <= 4 else f"{len(value)} entries"
+    return str(value)

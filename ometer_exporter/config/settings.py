@@ -37,6 +37,9 @@ class BenchmarkSettings:
 
     interval: float = 600.0
     jitter: float = 0.10
+    # A loaded model is measured once its /api/ps expires_at has not moved for this long (no
+    # request of anyone else finished meanwhile); 0 measures at once, without waiting.
+    idle_before: float = 10.0
     runs: int = 3
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     num_predict: int = 128

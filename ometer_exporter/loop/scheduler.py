@@ -4,21 +4,32 @@ It owns the loop's lifecycle (``running``): the loop-lag probe every measurement
 workers, and the store they write, closed only once the workers have stopped. Besides the
 endless loop (``apply``) it runs one requested cycle (``discover_once`` then ``measure_once``),
 what ``ometer-exporter bench`` does.
+
+A worker cannot die unnoticed: one whose task ends by an exception is logged, counted as a loop
+error and restarted after :data:`RESTART_DELAY`; until then ``running`` is false (``/-/ready``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import Final
 
 from ometer_exporter.client.errors import OllamaError
+from ometer_exporter.config.describe import describe_target, target_changes
 from ometer_exporter.config.settings import Settings, TargetSettings
+from ometer_exporter.loop.holds import UsageHolds
 from ometer_exporter.loop.selection import target_state
 from ometer_exporter.loop.worker import CycleProgress, TargetWorker
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.store.records import ModelKey
 from ometer_exporter.store.store import Store
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY: Final = 1.0  # seconds before a worker that ended by an exception is restarted
 
 
 class Scheduler:
@@ -29,10 +40,13 @@ class Scheduler:
         self.lag_probe = lag_probe if lag_probe is not None else LoopLagProbe()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.workers: dict[str, TargetWorker] = {}
+        self.holds = UsageHolds()  # one per process: accounts are shared across targets
+        self._restarting: set[str] = set()
 
     @property
     def running(self) -> bool:
-        return bool(self._tasks) and all(not t.done() for t in self._tasks.values())
+        """Every worker of the current settings is alive (none waiting to be restarted)."""
+        return not self._restarting and all(not t.done() for t in self._tasks.values())
 
     @contextlib.asynccontextmanager
     async def started(self, *, grace: float = 3.0) -> AsyncIterator[Scheduler]:
@@ -58,17 +72,46 @@ class Scheduler:
             and t.name in self._tasks
             and not self._tasks[t.name].done()
         }
+        old = {name: w.target for name, w in self.workers.items()}
+        for line in target_changes(old, settings.targets) if old else ():
+            log.info("reload: %s", line)
         for name in [n for n in self.workers if n not in keep]:
             await self._stop_one(name)
         self.store.set_targets(target_state(t) for t in settings.targets)
         for target in settings.targets:
             if target.name in keep:
                 continue
-            worker = TargetWorker(target, self.store, lag_probe=self.lag_probe)
-            self.workers[target.name] = worker
-            self._tasks[target.name] = asyncio.create_task(
-                worker.run(), name=f"ometer-target-{target.name}"
-            )
+            if not old:
+                log.info("target %s", describe_target(target))
+            self._spawn(target)
+
+    def _spawn(self, target: TargetSettings) -> None:
+        worker = TargetWorker(target, self.store, lag_probe=self.lag_probe, holds=self.holds)
+        self.workers[target.name] = worker
+        task = asyncio.create_task(worker.run(), name=f"ometer-target-{target.name}")
+        self._tasks[target.name] = task
+        task.add_done_callback(lambda done: self._ended(target, done))
+
+    def _ended(self, target: TargetSettings, task: asyncio.Task[None]) -> None:
+        """A worker's task ended: by cancellation (stop, reload) that is expected; by an
+        exception it is a bug, and the worker is restarted."""
+        if task.cancelled() or self._tasks.get(target.name) is not task:
+            return
+        exc = task.exception()
+        log.error(
+            "target %s: its worker ended unexpectedly; restarting it in %gs",
+            target.name, RESTART_DELAY, exc_info=exc,
+        )  # fmt: skip
+        state = self.store.snapshot.targets.get(target.name)
+        if state is not None:
+            self.store.update_target(target.name, loop_errors=state.loop_errors + 1)
+        self._restarting.add(target.name)
+        asyncio.get_running_loop().call_later(RESTART_DELAY, self._restart, target, task)
+
+    def _restart(self, target: TargetSettings, ended: asyncio.Task[None]) -> None:
+        self._restarting.discard(target.name)
+        if self._tasks.get(target.name) is ended:  # not stopped or replaced meanwhile
+            self._spawn(target)
 
     # -- one requested cycle -----------------------------------------------------------------
 
@@ -80,7 +123,9 @@ class Scheduler:
         ``measure_once``."""
         self.store.set_targets(target_state(t) for t in targets)
         for target in targets:
-            self.workers[target.name] = TargetWorker(target, self.store, lag_probe=self.lag_probe)
+            self.workers[target.name] = TargetWorker(
+                target, self.store, lag_probe=self.lag_probe, holds=self.holds
+            )
         return list(await asyncio.gather(*(self._discover(t.name) for t in targets)))
 
     async def _discover(self, name: str) -> list[str] | OllamaError:
@@ -111,6 +156,7 @@ class Scheduler:
     async def _stop_one(self, name: str, grace: float = 3.0) -> None:
         worker = self.workers.pop(name)
         task = self._tasks.pop(name, None)
+        self._restarting.discard(name)
         if task is None:
             await worker.aclose()
             return
@@ -118,6 +164,7 @@ class Scheduler:
         await asyncio.wait([task], timeout=grace)
 
     async def stop(self, grace: float = 3.0) -> None:
+        self._restarting.clear()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

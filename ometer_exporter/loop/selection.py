@@ -27,6 +27,8 @@ def target_state(target: TargetSettings) -> TargetState:
         cloud=target.cloud,
         interval=target.benchmark.interval,
         method=method_of(target.benchmark),
+        url=target.url,
+        select=target.select,
     )
 
 

@@ -1,15 +1,23 @@
 """The background benchmark loop: one worker per target, one run at a time within a target.
 
-A cycle: discover (version, tags, show for new digests, ps) -> select models -> measure each
--> record and persist. Between cycles a cheap ``/api/ps`` poll keeps loaded/VRAM current. A
-target that fails discovery is marked down, keeps its models' last values with success 0, and
-is retried with backoff. Nothing a target does can end the loop.
+A model is measured when it is *due* — no attempt within its target's interval — and, when it is
+in memory, once it is *idle* (``benchmark.idle_before``, see ``loop.idle``). The worker
+
+* runs a **cycle** every interval: discover (version, tags, show for new digests, ps), then
+  measure each due model in tags order (``select: all`` loads those not in memory);
+* **polls** ``/api/ps`` between cycles (every :data:`PS_POLL_INTERVAL`, sooner while a loaded due
+  model waits out its quiet period): loaded/VRAM stay current, two failed polls mark the target
+  down and a good one brings the next cycle forward, and a due model that is loaded and idle is
+  measured at once — so a model loaded for a few minutes of use is measured while it is there.
+
+A target that fails discovery is marked down, keeps its models' last values with success 0, and
+is retried with backoff. Every exception is caught, logged and counted; nothing a target does
+can end the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -19,13 +27,18 @@ from typing import Final, Protocol
 from ometer_exporter.client.errors import ErrorType, OllamaError, OllamaNotFound
 from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import ShowInfo, TagModel
+from ometer_exporter.config.checks import format_duration
 from ometer_exporter.config.settings import TargetSettings
+from ometer_exporter.loop.holds import UsageHolds, account_of
+from ometer_exporter.loop.idle import IdleTracker
+from ometer_exporter.loop.inventory import inventory_of
+from ometer_exporter.loop.outcome import Outcome, describe_run
 from ometer_exporter.loop.selection import method_of, reported_models, wanted
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.measure.model import measure_model
 from ometer_exporter.measure.results import ModelResult
-from ometer_exporter.names import canonical_name, parse_parameter_size
-from ometer_exporter.store.records import Inventory
+from ometer_exporter.names import canonical_name
+from ometer_exporter.store.records import Inventory, Status
 from ometer_exporter.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -33,8 +46,8 @@ log = logging.getLogger(__name__)
 _Step = Callable[[], Awaitable[object]]
 
 PS_POLL_INTERVAL: Final = 15.0
-# No Retry-After comes with Ollama Cloud's usage-limit 429: its session window is hours long.
-USAGE_LIMIT_PAUSE: Final = 3600.0
+POLLS_TO_DOWN: Final = 2  # consecutive failed polls that mark a target down
+MIN_WAKE: Final = 0.05  # never sleep less than this between two passes
 BACKOFF_START: Final = 5.0
 BACKOFF_MAX: Final = 300.0
 
@@ -60,55 +73,114 @@ class TargetWorker:
     """Benchmarks one target forever (until cancelled)."""
 
     def __init__(
-        self, target: TargetSettings, store: Store, *, lag_probe: LoopLagProbe | None = None
+        self,
+        target: TargetSettings,
+        store: Store,
+        *,
+        lag_probe: LoopLagProbe | None = None,
+        holds: UsageHolds | None = None,
     ) -> None:
         self.target = target
         self.store = store
         self.lag_probe = lag_probe
+        self.holds = holds if holds is not None else UsageHolds()
         self.client = OllamaClient(
             target.url, api_key=target.api_key, timeouts=target.benchmark.timeouts
         )
         self._show_cache: dict[tuple[str, str], ShowInfo | None] = {}
+        self.idle = IdleTracker(target.benchmark.idle_before)
+        self._models: list[str] = []  # the reported models, in tags order (last discovery)
+        self._cloud_models: frozenset[str] = frozenset()  # pass-through models of a local server
+        self._due: dict[str, float] = {}  # model -> Unix time it is next due
+        self._waiting: set[str] = set()  # loaded, due models waiting for their quiet period
+        self._next_cycle = 0.0  # Unix time
+        self._failures = 0  # consecutive failed cycles
+        self._failed_polls = 0
+        self._polled_at: float | None = None  # monotonic time of the last good poll
+        self._down = False
+        self._unreachable = False  # a poll failed while the target is down
         self.cycles = 0
-        self.hold: float | None = None  # a minimum delay before the next cycle (usage limit)
         self.next_delay: float | None = None  # the delay chosen after the last cycle
 
+    # -- the loop ----------------------------------------------------------------------------
+
     async def run(self) -> None:
-        name = self.target.name
-        failures = 0
         try:
-            delay = self._first_delay()
-            if delay > 0:
-                # Results are fresh (a restart): refresh the inventory, benchmark later.
-                log.info("target %s: stored results are fresh; first cycle in %.0fs", name, delay)
-                if await self._guard(self.discover):
-                    failures = 0
-                await self._wait(delay)
+            await self._start()
             while True:
-                started = time.time()
-                ok = await self._guard(self.cycle)
-                self.store.update_target(
-                    name, last_cycle_started=started, last_cycle_duration=time.time() - started
-                )
-                if ok:
-                    failures = 0
-                    delay = jittered(self.target.benchmark.interval, self.target.benchmark.jitter)
-                else:
-                    failures += 1
-                    delay = self._backoff(failures)
-                if self.hold is not None:
-                    delay, self.hold = max(delay, self.hold), None
-                self.next_delay = delay
-                await self._wait(delay)
+                try:
+                    await self._step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug outside a guarded step: count it, go on
+                    self._count_bug("between steps")
+                    await asyncio.sleep(BACKOFF_START)
+                    continue
+                await asyncio.sleep(self._sleep_time())
         finally:
             await self.aclose()
+
+    async def _start(self) -> None:
+        """Stored results still fresh (a restart): refresh the inventory, benchmark when due."""
+        self._due = self._stored_due()
+        newest = max(self._due.values(), default=None)
+        if newest is None or newest <= time.time():
+            return
+        self._next_cycle = newest
+        self.store.update_target(self.target.name, next_cycle_at=newest)
+        log.info(
+            "target %s: stored results are fresh; first cycle in %s",
+            self.target.name, format_duration(round(newest - time.time())),
+        )  # fmt: skip
+        await self._guard(self._discovery_pass)
+
+    async def _step(self) -> None:
+        if time.time() >= self._next_cycle:
+            await self._cycle_step()
+        elif not self.target.cloud:
+            await self._guard(self._poll_pass)
+
+    async def _cycle_step(self) -> None:
+        started = time.time()
+        outcome = Outcome()
+        ok = await self._guard(lambda: self.cycle(outcome))
+        duration = time.time() - started
+        now = time.time()
+        if ok:
+            self._failures = 0
+            delay = jittered(self.target.benchmark.interval, self.target.benchmark.jitter)
+            self._next_cycle = max(now + delay, self._target_held() or 0.0)
+        else:
+            self._failures += 1
+            self._next_cycle = now + self._backoff(self._failures)
+        delay = self.next_delay = self._next_cycle - now
+        self.store.update_target(
+            self.target.name,
+            last_cycle_started=started,
+            last_cycle_duration=duration,
+            next_cycle_at=self._next_cycle,
+        )
+        if ok:
+            log.info("target %s: %s", self.target.name, outcome.summary(duration, delay))
+
+    def _sleep_time(self) -> float:
+        left = self._next_cycle - time.time()
+        if self.target.cloud:
+            return max(MIN_WAKE, left)
+        wake = min(left, PS_POLL_INTERVAL)
+        now = time.monotonic()
+        for name in self._waiting:
+            quiet_at = self.idle.quiet_at(name)
+            if quiet_at is not None:
+                wake = min(wake, quiet_at - now)
+        return max(MIN_WAKE, wake)
 
     async def aclose(self) -> None:
         """Close the worker's connections to its target."""
         await self.client.aclose()
 
     async def _guard(self, step: _Step) -> bool:
-        """Run a discovery or a cycle; a failure marks the target down, never ends the loop."""
+        """Run a step; a failure marks the target down, never ends the loop."""
         try:
             await step()
             return True
@@ -116,24 +188,22 @@ class TargetWorker:
             raise
         except OllamaError as exc:
             log.warning("target %s (%s) is down: %s", self.target.name, self.target.url, exc)
-            self._down(exc.error_type.value, str(exc))
+            self._mark_down(exc.error_type.value, str(exc))
         except Exception as exc:  # a bug must not end the loop: log it, count it, go on
-            log.exception("target %s: unexpected error in the benchmark loop", self.target.name)
-            self._down(ErrorType.BAD_RESPONSE.value, f"internal error: {type(exc).__name__}")
-            state = self.store.snapshot.targets.get(self.target.name)
-            if state is not None:
-                self.store.update_target(self.target.name, loop_errors=state.loop_errors + 1)
+            self._count_bug("in the benchmark loop")
+            self._mark_down(ErrorType.BAD_RESPONSE.value, f"internal error: {type(exc).__name__}")
         return False
 
-    def _down(self, error_type: str, message: str) -> None:
+    def _count_bug(self, where: str) -> None:
+        log.exception("target %s: unexpected error %s", self.target.name, where)
+        state = self.store.snapshot.targets.get(self.target.name)
+        if state is not None:
+            self.store.update_target(self.target.name, loop_errors=state.loop_errors + 1)
+
+    def _mark_down(self, error_type: str, message: str) -> None:
+        self._down = True
         self.store.update_target(self.target.name, up=False, error=message)
         self.store.mark_failed(self.target.name, error_type, message)
-
-    def _first_delay(self) -> float:
-        newest = self.store.newest_finish(self.target.name)
-        if newest is None:
-            return 0.0
-        return max(0.0, newest + self.target.benchmark.interval - time.time())
 
     def _backoff(self, failures: int) -> float:
         """Exponential from 5 s (or the interval, if shorter), never longer than the interval."""
@@ -142,17 +212,61 @@ class TargetWorker:
         cap = min(BACKOFF_MAX, max(start, interval))
         return jittered(min(cap, start * 2 ** (failures - 1)), 0.2)
 
-    async def _wait(self, delay: float) -> None:
-        """Sleep until the next cycle, polling ``/api/ps`` so loaded/VRAM stay current."""
-        deadline = time.monotonic() + delay
-        while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, PS_POLL_INTERVAL))
-            if deadline - time.monotonic() > 1.0 and not self.target.cloud:
-                with contextlib.suppress(OllamaError):
-                    loaded = await self.client.ps()
-                    self.store.update_loaded(
-                        self.target.name, {canonical_name(m.name): m.size_vram for m in loaded}
-                    )
+    def _stored_due(self) -> dict[str, float]:
+        """When each stored model is next due, from its last attempt."""
+        return {
+            model: self._due_after(entry.benchmark.finished_at)
+            for (target, model), entry in self.store.snapshot.models.items()
+            if target == self.target.name and entry.benchmark is not None
+        }
+
+    def _due_after(self, finished_at: float) -> float:
+        """Due again one interval later, less the jitter: every model measured in one cycle is
+        due in the next, however the jitter fell."""
+        b = self.target.benchmark
+        return finished_at + b.interval * (1 - b.jitter)
+
+    # -- polls -------------------------------------------------------------------------------
+
+    async def _poll_pass(self) -> None:
+        """Between cycles: is the target there, what is loaded, and is a due model idle now?"""
+        if not await self._poll():
+            return
+        if self._down:
+            if self._unreachable:
+                self._next_cycle = time.time()  # it answers again: rediscover now
+                log.info("target %s (%s) answers again", self.target.name, self.target.url)
+            return
+        outcome = Outcome()
+        await self._sweep(outcome, cycle=False)
+        if outcome.attempted:
+            log.info("target %s: between cycles: %s", self.target.name, outcome.summary())
+
+    async def _poll(self) -> bool:
+        """Read ``/api/ps``; after :data:`POLLS_TO_DOWN` failures in a row the target is down."""
+        try:
+            loaded = await self.client.ps()
+        except OllamaError as exc:
+            self._failed_polls += 1
+            self._unreachable = self._unreachable or self._down
+            if self._failed_polls == POLLS_TO_DOWN:
+                log.warning("target %s (%s) is down: %s", self.target.name, self.target.url, exc)
+                self._mark_down(exc.error_type.value, str(exc))
+                self._unreachable = True
+            return False
+        self._failed_polls = 0
+        self._polled_at = time.monotonic()
+        self.idle.observe(loaded, self._polled_at)
+        self.store.update_loaded(
+            self.target.name, {canonical_name(m.name): m.size_vram for m in loaded}
+        )
+        return True
+
+    # -- cycles ------------------------------------------------------------------------------
+
+    async def _discovery_pass(self) -> None:
+        await self.discover()
+        self._publish_status({name: self._status_now(name) for name in self._models})
 
     async def discover(self) -> list[TagModel]:
         """Version, tags, show (cached per digest) and ps -> the target's inventory."""
@@ -164,11 +278,14 @@ class TargetWorker:
         tags = reported_models(self.target, await self.client.tags())
         loaded: dict[str, int | None] | None = None
         if not self.target.cloud:
-            loaded = {canonical_name(m.name): m.size_vram for m in await self.client.ps()}
+            ps = await self.client.ps()
+            self._polled_at = time.monotonic()
+            self.idle.observe(ps, self._polled_at)
+            loaded = {canonical_name(m.name): m.size_vram for m in ps}
         inventory: dict[str, Inventory] = {}
         for tag in tags:
             show = await self._show(tag)
-            inventory[tag.name] = _inventory(
+            inventory[tag.name] = inventory_of(
                 tag,
                 show,
                 loaded,
@@ -177,6 +294,10 @@ class TargetWorker:
             )
         self.store.update_target(name, up=True, version=version, error=None)
         self.store.set_inventory(name, inventory)
+        self._models = [tag.name for tag in tags]
+        self._cloud_models = frozenset(t.name for t in tags if t.is_cloud_passthrough)
+        self._down = self._unreachable = False
+        self._failed_polls = 0
         return tags
 
     async def _show(self, tag: TagModel) -> ShowInfo | None:
@@ -189,8 +310,128 @@ class TargetWorker:
                 return None  # not cached: asked again next cycle
         return self._show_cache[key]
 
+    async def cycle(self, outcome: Outcome | None = None) -> None:
+        await self.discover()
+        await self._sweep(outcome if outcome is not None else Outcome(), cycle=True)
+        self.cycles += 1
+
+    async def _sweep(self, outcome: Outcome, *, cycle: bool) -> None:
+        """Measure each due model that may be measured now; say where every model stands."""
+        self._waiting.clear()
+        statuses: dict[str, tuple[Status, float | None]] = {}
+        for name in self._models:
+            statuses[name] = self._status_now(name)
+            if statuses[name][0] not in ("due", "pending", "contended"):
+                outcome.skipped(name, statuses[name][0])
+                continue
+            statuses[name] = await self._attempt(name, outcome, cycle=cycle)
+            self.store.set_status(self.target.name, {name: statuses[name]})
+        self._publish_status(statuses)
+
+    def _status_now(self, name: str) -> tuple[Status, float | None]:
+        """Where the model stands before anything is sent: due (or pending) when it may be
+        measured, else why not."""
+        if not wanted(self.target, name):
+            return "excluded", None
+        held = self.holds.until(self._account(name))
+        if held is not None:
+            return "held", held
+        due_at = self._due.get(name)
+        entry = self.store.snapshot.models.get((self.target.name, name))
+        if due_at is not None and time.time() < due_at:
+            measured = entry is not None and entry.benchmark is not None and entry.benchmark.success
+            return ("measured" if measured else "failed"), due_at
+        if entry is not None and entry.status == "contended":
+            return "contended", None
+        return ("pending" if due_at is None else "due"), due_at
+
+    async def _attempt(
+        self, name: str, outcome: Outcome, *, cycle: bool
+    ) -> tuple[Status, float | None]:
+        """A due model: measure it if it may be measured now."""
+        if not self.target.cloud:
+            if self.idle.loaded(name):
+                if not await self._idle(name):
+                    self._waiting.add(name)
+                    outcome.skipped(name, "waiting_for_idle")
+                    return "waiting_for_idle", None
+            elif self.target.select == "loaded":
+                outcome.skipped(name, "not_loaded")
+                return "not_loaded", None
+            elif not cycle:
+                return "due", self._next_cycle  # select: all loads it in the next cycle
+        before = self.idle.expiry(name)
+        result = await self.benchmark(name, allow_load=self.target.select == "all")
+        if (
+            result is not None
+            and result.contended
+            and await self._poll()
+            and self.idle.loaded(name)
+            and self.idle.expiry(name) == before
+        ):
+            # Nothing finished since before our attempt, ours included: another request is
+            # still running. Wait for it to end (the expiry moves), then for quiet.
+            self.idle.busy_until_it_moves(name)
+        return self._after(name, result, outcome)
+
+    async def _idle(self, name: str) -> bool:
+        """Loaded and quiet, by a fresh look at ``/api/ps`` (a cycle may have run for minutes)."""
+        fresh = self._polled_at is not None and time.monotonic() - self._polled_at < 1.0
+        if self.idle.quiet > 0 and not fresh and not await self._poll():
+            return False
+        return self.idle.idle(name, time.monotonic(), time.time())
+
+    def _after(
+        self, name: str, result: ModelResult | None, outcome: Outcome
+    ) -> tuple[Status, float | None]:
+        if result is None:
+            outcome.skipped(name, "not_loaded")
+            return "not_loaded", None  # it left memory just before its turn
+        if result.contended:
+            outcome.contended(name)
+            return "contended", None
+        limited = result.usage_limited
+        if limited is not None:
+            # The cloud account's usage window is spent: every further request would be
+            # refused. Its cloud models wait for the window; local models go on.
+            account = self._account(name) or account_of(self.target)
+            until = self.holds.hold(account, limited.retry_after)
+            log.warning(
+                "target %s: usage limit reached on %s (%s); its cloud account's models wait %s",
+                self.target.name, name, limited.error, format_duration(round(until - time.time())),
+            )  # fmt: skip
+            outcome.failed(name, limited.error or "usage limit")
+            self._due[name] = until
+            return "held", until
+        self._due[name] = self._due_after(result.finished_at)
+        if result.success:
+            outcome.measured(name)
+            return "measured", self._due[name]
+        first = result.first_error
+        outcome.failed(name, first.error if first and first.error else "no good run")
+        return "failed", self._due[name]
+
+    def _account(self, name: str) -> str | None:
+        """The cloud account a model is billed to (None: a local model, never held)."""
+        if self.target.cloud or name in self._cloud_models:
+            return account_of(self.target)
+        return None
+
+    def _target_held(self) -> float | None:
+        """When every model the target measures is held, the end of the first hold."""
+        wanted_models = [m for m in self._models if wanted(self.target, m)]
+        ends = [self.holds.until(self._account(m)) for m in wanted_models]
+        if not wanted_models or any(end is None for end in ends):
+            return None
+        return min(end for end in ends if end is not None)
+
+    def _publish_status(self, statuses: dict[str, tuple[Status, float | None]]) -> None:
+        self.store.set_status(self.target.name, statuses)
+
     async def benchmark(self, model: str, *, allow_load: bool) -> ModelResult | None:
-        """Measure one model, then record and persist its result (None: not loaded, skipped)."""
+        """Measure one model, then record and persist its result (None: not loaded, skipped).
+
+        An attempt that met someone else's request (contended) only counts its runs."""
         target = self.target
         entry = self.store.snapshot.models.get((target.name, model))
         caps = entry.inventory.capabilities if entry and entry.inventory else ()
@@ -203,39 +444,15 @@ class TargetWorker:
             allow_load=allow_load,
             lag_probe=self.lag_probe,
         )
-        if result is not None:
-            bench = self.store.record(target.name, result, method_of(target.benchmark))
-            await self.store.persist(target.name, model, bench)
+        if result is None:
+            return None
+        log.debug("target %s: %s", target.name, describe_run(result))
+        if result.contended:
+            self.store.count_only(target.name, result)
+        else:
+            record = self.store.record(target.name, result, method_of(target.benchmark))
+            await self.store.persist(target.name, model, record)
         return result
-
-    async def cycle(self) -> None:
-        tags = await self.discover()
-        target = self.target
-        for tag in tags:
-            if not wanted(target, tag.name):
-                continue
-            result = await self.benchmark(tag.name, allow_load=target.select == "all")
-            if result is None:
-                continue  # select: loaded, and the model is not loaded
-            if not result.success:
-                first = result.first_error
-                log.info(
-                    "target %s: %s failed: %s",
-                    target.name,
-                    tag.name,
-                    first.error if first else "no good run",
-                )
-            limited = result.usage_limited
-            if limited is not None:
-                # Ollama Cloud's usage window is spent: every further request would be refused
-                # and billed against the next window. Wait for it instead of retrying.
-                self.hold = max(limited.retry_after or 0.0, USAGE_LIMIT_PAUSE)
-                log.warning(
-                    "target %s: usage limit reached (%s); next cycle in %.0fs",
-                    target.name, limited.error, self.hold,
-                )  # fmt: skip
-                break
-        self.cycles += 1
 
     async def measure_once(
         self, models: Sequence[str], *, parallel: int, progress: CycleProgress
@@ -261,34 +478,3 @@ class TargetWorker:
 
         await asyncio.gather(*(one(model) for model in models))
         return limited[0] if limited else None
-
-
-def _inventory(
-    tag: TagModel,
-    show: ShowInfo | None,
-    loaded: dict[str, int | None] | None,
-    *,
-    wanted: bool,
-    select_all: bool,
-) -> Inventory:
-    caps = tag.capabilities if tag.capabilities is not None else (show.capabilities if show else ())
-    parameters = show.parameter_count if show and show.parameter_count else None
-    if parameters is None:
-        parameters = parse_parameter_size(tag.parameter_size)
-    context = show.context_length if show and show.context_length else tag.context_length
-    is_loaded = None if loaded is None else tag.name in loaded
-    return Inventory(
-        family=tag.family,
-        parameter_size=tag.parameter_size,
-        quantization_level=tag.quantization_level,
-        format=tag.format,
-        parameters=parameters,
-        context_length=context,
-        size_bytes=tag.size,
-        modified_at=tag.modified_at.timestamp() if tag.modified_at else None,
-        capabilities=tuple(caps),
-        loaded=is_loaded,
-        vram_bytes=loaded.get(tag.name) if loaded is not None and is_loaded else None,
-        wanted=wanted,
-        select_all=select_all,
-    )

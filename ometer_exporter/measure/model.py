@@ -13,6 +13,8 @@ The rules, each for a reason:
   are sent: a runner option such as ``num_ctx`` would force a reload for everyone.
 * ``keep_alive`` is never sent to a model that was already loaded (it would overwrite the
   owner's setting); a model we loaded is unloaded again after its runs (``unload_after``).
+* On a local server, a run that shared the model with someone else's request is discarded as
+  ``contended`` and ends the attempt (``measure.contention`` says how that is seen).
 * Every prompt starts with a nonce so Ollama's prefix cache cannot inflate the prefill rate.
 * Runs with fewer than 8 output tokens are "short": kept for TTFT, left out of tokens/s.
 * Aggregates over the good warm runs: median TTFT; Σ eval_count / Σ eval_duration for tokens/s
@@ -40,6 +42,7 @@ from ometer_exporter.client.errors import (
 from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import ChatStream, EmbedResponse
 from ometer_exporter.config.settings import BenchmarkSettings
+from ometer_exporter.measure.contention import IdleWatch, loaded_entry, queued
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.measure.results import (
     DiscardReason,
@@ -48,7 +51,6 @@ from ometer_exporter.measure.results import (
     RunResult,
     model_kind,
 )
-from ometer_exporter.names import canonical_name
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +83,17 @@ async def measure_model(
     requests = _Requests(client, model, kind, caps, settings, lag_probe)
     started_at = time.time()
 
-    loaded = True
+    watch: IdleWatch | None = None
     if not cloud:
         try:
-            loaded = await _is_loaded(client, model)
+            watch = await _watch(client, model)
         except OllamaError as exc:
             failed = _failed(exc, warmup=False)
             return ModelResult(model, kind, started_at, time.time(), runs=(failed,))
-    if not loaded and not allow_load:
+    loaded_by_us = watch is not None and not watch.loaded
+    if loaded_by_us and not allow_load:
         return None
 
-    loaded_by_us = not loaded
     unload = loaded_by_us and settings.unload_after
     warmup: RunResult | None = None
     try:
@@ -99,7 +101,9 @@ async def measure_model(
             warmup = await requests.run(warmup=True, keep_alive=None, index=0)
             if not warmup.ok:
                 return ModelResult(model, kind, started_at, time.time(), (), warmup, True)
-        runs = await requests.runs(settings.runs, unload_after_last=unload, detect_reload=not cloud)
+            if watch is not None:
+                await watch.went_idle()  # the expiry our warmup set is the one to follow
+        runs = await requests.runs(settings.runs, unload_after_last=unload, watch=watch)
     except asyncio.CancelledError:
         # Stopped mid-cycle (SIGTERM, reload, Ctrl-C in the one-shot): still leave the server as we
         # found it, within a second so shutdown stays prompt.
@@ -108,19 +112,22 @@ async def measure_model(
                 async with asyncio.timeout(UNLOAD_ON_STOP):
                     await requests.unload()
         raise
-    if unload and not runs[-1].ok:
-        # The run that would have unloaded it failed: leave the server as we found it anyway.
-        with contextlib.suppress(OllamaError):
-            await requests.unload()
-    return ModelResult(
+    result = ModelResult(
         model, kind, started_at, time.time(), tuple(runs), warmup, loaded_by_us=loaded_by_us
     )
+    if unload and not result.contended and (len(runs) < settings.runs or not runs[-1].ok):
+        # The run that would have unloaded it failed or never came: leave the server as we
+        # found it anyway. (A model someone started using meanwhile is theirs: it stays.)
+        with contextlib.suppress(OllamaError):
+            await requests.unload()
+    return result
 
 
-async def _is_loaded(client: OllamaClient, model: str) -> bool:
-    """Whether ``/api/ps`` lists the model (names compared as Ollama resolves them)."""
-    wanted = canonical_name(model).lower()
-    return wanted in {canonical_name(m.name).lower() for m in await client.ps()}
+async def _watch(client: OllamaClient, model: str) -> IdleWatch:
+    """Whether the model is loaded, and its expiry to follow across our runs."""
+    entry = await loaded_entry(client, model)
+    return IdleWatch(client, model, entry.expires_at if entry is not None else None,
+                     loaded=entry is not None)  # fmt: skip
 
 
 class _Requests:
@@ -158,22 +165,27 @@ class _Requests:
         return f"[{secrets.token_hex(4)}] {prompts[index % len(prompts)]}"
 
     async def runs(
-        self, count: int, *, unload_after_last: bool, detect_reload: bool
+        self, count: int, *, unload_after_last: bool, watch: IdleWatch | None
     ) -> list[RunResult]:
-        """The measured runs; the last one carries ``keep_alive: 0`` when ``unload_after_last``."""
+        """The measured runs; the last one carries ``keep_alive: 0`` when ``unload_after_last``.
+
+        ``watch`` (local servers) checks after each run that no one else's request shared the
+        model; the first contended run ends the attempt: the model is busy, try again later.
+        """
         results: list[RunResult] = []
         for index in range(count):
-            if results and results[-1].usage_limit:
-                break  # the cloud said stop: more requests would only be refused
             last = index == count - 1
-            results.append(
-                await self.run(
-                    warmup=False,
-                    keep_alive=0 if unload_after_last and last else None,
-                    index=index,
-                    detect_reload=detect_reload,
-                )
+            result = await self.run(
+                warmup=False,
+                keep_alive=0 if unload_after_last and last else None,
+                index=index,
+                detect_reload=watch is not None,
             )
+            if watch is not None and result.ok and (queued(result) or not await watch.went_idle()):
+                result = replace(result, discarded=(*result.discarded, "contended"))
+            results.append(result)
+            if result.usage_limit or "contended" in result.discarded:
+                break  # the cloud said stop, or the model is in use: more requests only hurt
         return results
 
     async def unload(self) -> None:

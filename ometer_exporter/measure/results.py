@@ -18,7 +18,9 @@ from ometer_exporter.client.replies import DoneFields
 _NS: Final = 1e-9
 
 Kind = Literal["chat", "embedding"]
-DiscardReason = Literal["reloaded", "short", "loop_lag"]
+DiscardReason = Literal["reloaded", "short", "loop_lag", "contended"]
+# Reasons that make a run worthless for every figure (a short run still gives a TTFT).
+_VOID: Final = frozenset({"reloaded", "contended"})
 
 
 def model_kind(capabilities: Iterable[str]) -> Kind:
@@ -54,8 +56,9 @@ class RunResult:
 
     @property
     def completed(self) -> bool:
-        """A measured run that ran to its end without paying a model load."""
-        return self.ok and not self.warmup and "reloaded" not in self.discarded
+        """A measured run that ran to its end without paying a model load or sharing the model
+        with someone else's request."""
+        return self.ok and not self.warmup and _VOID.isdisjoint(self.discarded)
 
     @property
     def ttft(self) -> float | None:
@@ -226,6 +229,11 @@ class ModelResult:
     def requests(self) -> int:
         """Requests sent for this cycle's runs, warmup and retries included."""
         return sum(1 + len(r.retried) for r in self._all_runs())
+
+    @property
+    def contended(self) -> bool:
+        """Someone else's request overlapped ours: the attempt is abandoned, tried again later."""
+        return any("contended" in r.discarded for r in self.runs)
 
     @property
     def usage_limited(self) -> RunResult | None:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ometer_exporter.measure.results import Kind, ModelResult, model_kind
 
@@ -22,6 +22,23 @@ TPOT_BUCKETS: Final = (
 )  # fmt: skip
 
 ModelKey = tuple[str, str]  # (target, model)
+
+# Where a model stands in its target's loop (the ``status`` column of /export and the page).
+Status = Literal[
+    "pending",  # not handled yet: the target's first cycle has not reached it
+    "measured",  # its latest attempt gave numbers; next due at ``due_at``
+    "failed",  # its latest attempt failed (the record's error says why); next due at ``due_at``
+    "due",  # to be measured in the target's next cycle (``select: all`` loads it then)
+    "waiting_for_idle",  # loaded and due: measured once no one else has used it for a while
+    "contended",  # the last attempt met someone else's request: tried again once idle
+    "not_loaded",  # due, but its target has ``select: loaded`` and it is not in memory
+    "excluded",  # include/exclude of its target leave it out
+    "held",  # its cloud account's usage limit is spent: waits until ``due_at``
+]
+STATUSES: Final[tuple[Status, ...]] = (
+    "pending", "measured", "failed", "due", "waiting_for_idle", "contended", "not_loaded",
+    "excluded", "held",
+)  # fmt: skip
 Stored = tuple[str, str, "Record", "Inventory | None"]  # a stored row: target, model, ...
 
 
@@ -231,6 +248,8 @@ class ModelEntry:
     # load_duration of the last cold (warmup) request, carried forward through the cycles that
     # find the model already loaded and so cannot measure a load.
     load_duration: float | None = None
+    status: Status = "pending"
+    due_at: float | None = None  # Unix seconds: when it is next due (None: not known yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +258,9 @@ class TargetState:
     cloud: bool
     interval: float
     method: Method
+    url: str = ""  # never with credentials (config keeps them out of target URLs)
+    select: str = "loaded"
+    next_cycle_at: float | None = None  # Unix seconds of the next cycle (discovery and sweep)
     up: bool | None = None  # None: not contacted yet
     version: str | None = None
     last_cycle_started: float | None = None

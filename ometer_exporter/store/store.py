@@ -30,6 +30,7 @@ from ometer_exporter.store.records import (
     ModelKey,
     Record,
     Snapshot,
+    Status,
     Stored,
     TargetState,
 )
@@ -92,7 +93,8 @@ class Store:
             name: replace(t, up=old[name].up, version=old[name].version,
                           last_cycle_started=old[name].last_cycle_started,
                           last_cycle_duration=old[name].last_cycle_duration,
-                          loop_errors=old[name].loop_errors)
+                          loop_errors=old[name].loop_errors, error=old[name].error,
+                          next_cycle_at=old[name].next_cycle_at)
             if name in old else t
             for name, t in new.items()
         }  # fmt: skip
@@ -109,6 +111,7 @@ class Store:
         last_cycle_started: float | Keep | None = KEEP,
         last_cycle_duration: float | Keep | None = KEEP,
         loop_errors: int | Keep = KEEP,
+        next_cycle_at: float | Keep | None = KEEP,
     ) -> None:
         """Change some of a target's fields; those left at ``KEEP`` stay as they are."""
         old = self._snapshot.targets.get(name)
@@ -122,6 +125,7 @@ class Store:
             last_cycle_started=_kept(last_cycle_started, old.last_cycle_started),
             last_cycle_duration=_kept(last_cycle_duration, old.last_cycle_duration),
             loop_errors=_kept(loop_errors, old.loop_errors),
+            next_cycle_at=_kept(next_cycle_at, old.next_cycle_at),
         )
         targets = dict(self._snapshot.targets)
         targets[name] = new
@@ -160,6 +164,26 @@ class Store:
                 changed = True
         if changed:
             self._swap(models=models)
+
+    def set_status(self, target: str, statuses: Mapping[str, tuple[Status, float | None]]) -> None:
+        """Where the target's models stand: model -> (status, due_at); others keep theirs."""
+        models = dict(self._snapshot.models)
+        changed = False
+        for name, (status, due_at) in statuses.items():
+            entry = models.get((target, name))
+            if entry is not None and (entry.status, entry.due_at) != (status, due_at):
+                models[(target, name)] = replace(entry, status=status, due_at=due_at)
+                changed = True
+        if changed:
+            self._swap(models=models)
+
+    def count_only(self, target: str, result: ModelResult) -> None:
+        """An abandoned attempt (contended): its runs and discards count, its values do not."""
+        key = (target, result.model)
+        entry = self._snapshot.models.get(key) or ModelEntry(target, result.model)
+        models = dict(self._snapshot.models)
+        models[key] = replace(entry, counters=entry.counters.add(result))
+        self._swap(models=models)
 
     def record(self, target: str, result: ModelResult, method: Method) -> Record:
         """A model's cycle finished: new latest values, totals, and a row for persistence."""

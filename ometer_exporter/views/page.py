@@ -50,7 +50,7 @@ def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str
     return f"""{_head(version)}
 <main>
   <h2>Targets</h2>
-  {_targets(targets)}
+  {_targets(targets, items)}
   {_bar(targets, items)}
   {_board(items)}
   <footer>
@@ -122,7 +122,7 @@ def _board(items: list[Row]) -> str:
       <th>Quant</th><th>Capabilities</th>
       <th class="num" data-sort="ttft" tabindex="0" title="time to first token (median)">TTFT</th>
       <th class="num" data-sort="tps" tabindex="0" title="output tokens per second">Tokens/s</th>
-      <th class="num" title="cold load time">Load</th><th>Benchmarked</th>
+      <th class="num" title="cold load time">Load</th><th>Status</th>
     </tr></thead>
     {_body("rows-chat", chat, graded, None)}
     {_body("rows-embedding", embedding, graded, embedding_heading)}
@@ -131,7 +131,7 @@ def _board(items: list[Row]) -> str:
   </div>"""
 
 
-def _targets(targets: Sequence[TargetState]) -> str:
+def _targets(targets: Sequence[TargetState], items: list[Row]) -> str:
     if not targets:
         return '<section id="targets" class="targets"><p class="muted">No targets.</p></section>'
     cards = []
@@ -144,16 +144,57 @@ def _targets(targets: Sequence[TargetState]) -> str:
             if t.last_cycle_duration is not None:
                 cycle += f' <span class="muted">took {_e(_duration(t.last_cycle_duration))}</span>'
         error = f'<p class="err">{_e(t.error)}</p>' if t.error else ""
+        next_cycle = _time(t.next_cycle_at) if t.next_cycle_at is not None else "—"
         cards.append(
             f'<article class="target {state}" data-name="{_e(t.name)}">'
             f'<header><span class="dot"></span><h3>{_e(t.name)}</h3>'
             f"{'<span class=tag>cloud</span>' if t.cloud else ''}"
             f'<span class="state">{label}</span></header>'
-            f"<dl><dt>Ollama</dt><dd>{_e(t.version or '—')}</dd>"
+            f'<dl><dt>URL</dt><dd class="url">{_e(t.url or "—")}</dd>'
+            f"<dt>Ollama</dt><dd>{_e(t.version or '—')}</dd>"
+            f"<dt>Measures</dt><dd>{_e(SELECT_TEXT.get(t.select, t.select))}</dd>"
             f"<dt>Last cycle</dt><dd>{cycle}</dd>"
+            f"<dt>Next cycle</dt><dd>{next_cycle}</dd>"
             f"<dt>Interval</dt><dd>{_e(_duration(t.interval))}</dd></dl>{error}</article>"
         )
-    return f'<section id="targets" class="targets">{"".join(cards)}</section>'
+    hint = _hint(targets, items)
+    return f'<section id="targets" class="targets">{"".join(cards)}{hint}</section>'
+
+
+def _hint(targets: Sequence[TargetState], items: list[Row]) -> str:
+    """While nothing has been measured: why, and what would change that."""
+    if any(r["success"] for r in items):
+        return ""
+    by_target = {t.name: [r for r in items if r["target"] == t.name] for t in targets}
+    notes = []
+    for t in targets:
+        mine = by_target[t.name]
+        if t.up is False:
+            notes.append(f"<b>{_e(t.name)}</b> cannot be reached: check its URL and that "
+                         "Ollama runs there.")  # fmt: skip
+        elif any(r["status"] == "waiting_for_idle" for r in mine):
+            notes.append(
+                f"<b>{_e(t.name)}</b>: a loaded model is measured once no one else has used it "
+                "for a few seconds (<code>benchmark.idle_before</code>)."
+            )
+        elif t.select == "loaded" and t.up and not any(r["loaded"] for r in mine):
+            notes.append(
+                f"<b>{_e(t.name)}</b> measures models while they are in memory "
+                "(<code>select: loaded</code>) and none is: load one, e.g. "
+                "<code>ollama run llama3.2</code>, and it is measured within seconds; or set "
+                "<code>select: all</code> on the target to measure every model (each is loaded "
+                "in turn, then unloaded)."
+            )
+    if not notes:
+        notes.append("The first cycle is running, one model at a time.")
+    body = "</p><p>".join(notes)
+    return f'<div class="hint" id="hint"><h3>No numbers yet</h3><p>{body}</p></div>'
+
+
+SELECT_TEXT: Final = {
+    "loaded": "models in memory (select: loaded)",
+    "all": "every model (select: all)",
+}
 
 
 def _target_options(names: Sequence[str]) -> str:
@@ -208,7 +249,7 @@ def _row(r: Row, ranks: dict[str, int], ttft: grades.Grade | None, tps: grades.G
         f'<td class="caps">{caps or "—"}</td>'
         f"{_metric('ttft', r, ttft)}{_metric('tps', r, tps)}"
         f'<td class="num">{_e(grades.format_seconds(load)) if load is not None else "—"}</td>'
-        f"<td>{_stamp(r)}</td>"
+        f'<td class="where">{_status(r)}</td>'
         "</tr>"
     )
 
@@ -222,11 +263,38 @@ def _metric(column: str, r: Row, grade: grades.Grade | None) -> str:
     return f'<td class="num metric {grade or ""}"><span>{_e(text)}</span></td>'
 
 
-def _stamp(r: Row) -> str:
-    """``benchmarked_at`` (RFC 3339) as a ``<time>`` the script shows as "3 min ago"."""
-    text = r["benchmarked_at"]
-    if not text:
-        return '<span class="muted">not yet</span>'
+STATUS_TEXT: Final = {
+    "pending": "not measured yet",
+    "measured": "measured",
+    "failed": "failed",
+    "due": "due: next cycle",
+    "waiting_for_idle": "waiting for idle",
+    "contended": "in use: retried when idle",
+    "not_loaded": "not loaded",
+    "excluded": "excluded",
+    "held": "usage limit",
+    "target_down": "target down",
+}
+
+
+def _status(r: Row) -> str:
+    """Where the model stands, when it was last attempted, its last success when that attempt
+    failed, when it is next due, and whether it is in memory."""
+    status = str(r["status"])
+    parts = [f'<span class="st st-{_e(status)}">{_e(STATUS_TEXT.get(status, status))}</span>']
+    if r["benchmarked_at"]:
+        parts.append(f" {_stamp(r['benchmarked_at'])}")
+    if r["last_success_at"] and r["last_success_at"] != r["benchmarked_at"]:
+        parts.append(f'<div class="muted">last success {_stamp(r["last_success_at"])}</div>')
+    if r["next_due_at"] and status in ("measured", "failed", "held"):
+        parts.append(f'<div class="muted">next {_stamp(r["next_due_at"])}</div>')
+    if r["loaded"]:
+        parts.append('<span class="tag">in memory</span>')
+    return "".join(parts)
+
+
+def _stamp(text: str) -> str:
+    """An RFC 3339 time as a ``<time>`` the script shows as "3 min ago" or "in 5 min"."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return _time(moment.timestamp())
 

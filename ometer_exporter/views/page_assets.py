@@ -100,6 +100,15 @@ tbody td { border-top: 1px solid var(--line); }
 .model .name { font-weight: 600; }
 .err { color: var(--poor); font-size: 12px; white-space: normal; max-width: 52ch; }
 .target .err { margin: 8px 0 0; overflow-wrap: anywhere; }
+.target .url { overflow-wrap: anywhere; }
+.hint { grid-column: 1 / -1; border: 1px dashed var(--line); border-radius: 8px;
+        padding: 10px 14px; }
+.hint h3 { margin: 0 0 4px; font-size: 14px; }
+.hint p { margin: 4px 0; }
+.where { font-size: 13px; }
+.where .tag { margin-left: 6px; }
+.st-failed, .st-target_down { color: var(--poor); }
+.st-waiting_for_idle, .st-contended, .st-held { color: var(--fair); }
 .cap {
   display: inline-block; font-size: 12px; padding: 0 7px; margin: 0 3px 2px 0;
   border-radius: 999px; background: var(--chip); color: var(--muted);
@@ -186,11 +195,13 @@ SCRIPT: Final = """
   }
 
   function ago(seconds) {
-    const s = Math.max(0, Date.now() / 1000 - seconds);
-    if (s < 60) return Math.round(s) + " s ago";
-    if (s < 3600) return Math.round(s / 60) + " min ago";
-    if (s < 86400) return Math.round(s / 3600) + " h ago";
-    return Math.round(s / 86400) + " d ago";
+    const d = Date.now() / 1000 - seconds;
+    const s = Math.abs(d);
+    let text = Math.round(s / 86400) + " d";
+    if (s < 60) text = Math.round(s) + " s";
+    else if (s < 3600) text = Math.round(s / 60) + " min";
+    else if (s < 86400) text = Math.round(s / 3600) + " h";
+    return d >= -1 ? text + " ago" : "in " + text;
   }
 
   function relativeTimes() {

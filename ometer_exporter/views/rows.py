@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ometer_exporter.names import match_model
-from ometer_exporter.store.records import ModelEntry, Snapshot
+from ometer_exporter.store.records import ModelEntry, Snapshot, TargetState
 from ometer_exporter.views.query import SORT_KEYS, Query
 
 OMETER_COLUMNS: Final = (
@@ -45,6 +45,8 @@ EXTRA_COLUMNS: Final = (
     "queue_wait_seconds",
     "benchmarked_at",
     "last_success_at",
+    "status",
+    "next_due_at",
 )
 COLUMNS: Final = OMETER_COLUMNS + EXTRA_COLUMNS
 
@@ -54,7 +56,7 @@ Row = dict[str, Any]
 def rows(snapshot: Snapshot, query: Query) -> list[Row]:
     """Rows of the latest results, filtered and sorted."""
     out = [
-        row(entry, verbose=query.verbose)
+        row(entry, verbose=query.verbose, target=snapshot.targets.get(entry.target))
         for entry in snapshot.models.values()
         if (not query.targets or entry.target in query.targets)
         and (not query.models or any(match_model(q, entry.model) for q in query.models))
@@ -78,7 +80,12 @@ def sort_rows(items: list[Row], sort: str | None, *, reverse: bool = False) -> l
     return sorted(known, key=key, reverse=descending) + unknown
 
 
-def row(entry: ModelEntry, *, verbose: bool = False) -> Row:
+def status_of(entry: ModelEntry, target: TargetState | None) -> str:
+    """The model's status (``store.records.Status``), or ``target_down`` while its target is."""
+    return "target_down" if target is not None and target.up is False else entry.status
+
+
+def row(entry: ModelEntry, *, verbose: bool = False, target: TargetState | None = None) -> Row:
     inv = entry.inventory
     b = entry.benchmark
     embedding = b is not None and b.kind == "embedding"
@@ -93,7 +100,7 @@ def row(entry: ModelEntry, *, verbose: bool = False) -> Row:
         "modified_at": _rfc3339(inv.modified_at) if inv else None,
         "ttft": ttft,
         "tps": tps,
-        "error": b.error if b and not b.success else None,
+        "error": b.error if b and not b.success else _target_error(target),
         "target": entry.target,
         "kind": b.kind if b else (inv.kind if inv else "chat"),
         "family": inv.family or None if inv else None,
@@ -116,6 +123,8 @@ def row(entry: ModelEntry, *, verbose: bool = False) -> Row:
         "queue_wait_seconds": b.queue_wait if b else None,
         "benchmarked_at": _rfc3339(b.finished_at) if b else None,
         "last_success_at": _rfc3339(entry.last_success),
+        "status": status_of(entry, target),
+        "next_due_at": _rfc3339(entry.due_at),
     }
     if verbose:
         runs_ttft = b.run_ttft if b else ()
@@ -124,6 +133,10 @@ def row(entry: ModelEntry, *, verbose: bool = False) -> Row:
             out[f"ttft_run_{i + 1}"] = runs_ttft[i] if i < len(runs_ttft) else None
             out[f"tps_run_{i + 1}"] = runs_tps[i] if i < len(runs_tps) else None
     return out
+
+
+def _target_error(target: TargetState | None) -> str | None:
+    return target.error if target is not None and target.up is False else None
 
 
 def format_size(size: int | None) -> str | None:

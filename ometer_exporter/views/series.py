@@ -146,7 +146,8 @@ DISCARDED = Spec(
     "ometer_benchmark_discarded_runs",
     "counter",
     "Measured runs left out of the gauges: reloaded (paid a model load), short (under 8 "
-    "output tokens, left out of tokens/s only), loop_lag (the exporter's event loop stalled).",
+    "output tokens, left out of tokens/s only), loop_lag (the exporter's event loop stalled), "
+    "contended (someone else's request shared the model; the attempt was retried when idle).",
     (*_M, "reason"),
 )
 OUTPUT_TOKENS = Spec(

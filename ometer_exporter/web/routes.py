@@ -77,9 +77,12 @@ async def healthy(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    if request.app[EXPORTER].ready:
-        return web.Response(text="Ready.\n")
-    return web.Response(status=503, text="Not ready: restoring results or starting the loop.\n")
+    exporter = request.app[EXPORTER]
+    if not exporter.ready:
+        return web.Response(status=503, text="Not ready: restoring results or starting the loop.\n")
+    if not exporter.scheduler.running:
+        return web.Response(status=503, text="Not ready: a benchmark worker is being restarted.\n")
+    return web.Response(text="Ready.\n")
 
 
 async def reload(request: web.Request) -> web.Response:
