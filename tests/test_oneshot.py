@@ -24,9 +24,11 @@ from ollama_emulator import (
     thinking_model,
 )
 
+from ometer_exporter.cli import environment
 from ometer_exporter.cli.main import main
 from ometer_exporter.cli.oneshot import options as bench
 from ometer_exporter.views import rows as export
+from ometer_exporter.views import table
 
 LLAMA, LLAMA_1B, QWEN, NOMIC = (
     "llama3.2:latest",
@@ -75,11 +77,11 @@ async def run(args: list[str], env: dict[str, str]) -> int:
 
 
 def table_models(out: str) -> list[str]:
-    """Model names of the table's rows, in order."""
+    """Model names of the table's rows, in order (chat rows, then embedding rows)."""
     lines = out.split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith("Model")) + 2
     return [line.split()[0] for line in lines[start:] if line.strip() and line[0] != " "
-            and not line.startswith("Errors:")]  # fmt: skip
+            and not line.startswith(("Errors:", table.EMBEDDING_HEADING))]  # fmt: skip
 
 
 def chats(emu) -> list:
@@ -106,7 +108,7 @@ async def test_measures_stores_and_shows_trends(emu, home, capsys) -> None:
     assert await run(["--ttft", "--tps", "--runs", "1", "--num-predict", "16"], env) == 0
     out = capsys.readouterr().out
     header = out.split("\n")[0].split()
-    assert header == [*HEADER, "TTFT", "TPS"]
+    assert header == [*HEADER, "TTFT", "TPS", "Load"]
     assert "↑" not in out and "→" not in out  # nothing to compare with yet
     assert len(chats(emu)) == 3  # llama, llama 1b, qwen: one measured run each
     with sqlite3.connect(home / "data" / "ometer.sqlite3") as db:
@@ -122,9 +124,9 @@ async def test_measures_stores_and_shows_trends(emu, home, capsys) -> None:
 async def test_only_ttft_or_only_tps(emu, home, capsys) -> None:
     env = environ(home, emu.url)
     assert await run(["--ttft", "--runs", "1", "--model", LLAMA], env) == 0
-    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TTFT"]
+    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TTFT", "Load"]
     assert await run(["--tps", "--runs", "1", "--model", LLAMA], env) == 0
-    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TPS"]
+    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TPS", "Load"]
 
 
 async def test_verbose_shows_every_run(emu, home, capsys) -> None:
@@ -132,7 +134,7 @@ async def test_verbose_shows_every_run(emu, home, capsys) -> None:
     assert await run(["--ttft", "--tps", "--runs", "2", "-v", "--model", LLAMA], env) == 0
     header = capsys.readouterr().out.split("\n")[0]
     assert header.split()[len(HEADER):] == ["TTFT", "#1", "TTFT", "#2", "TTFT",
-                                            "TPS", "#1", "TPS", "#2", "TPS"]  # fmt: skip
+                                            "TPS", "#1", "TPS", "#2", "TPS", "Load"]  # fmt: skip
     assert await run(["--ttft", "--tps", "--runs", "2", "-v", "--model", LLAMA, "--json"],
                      env) == 0  # fmt: skip
     row = json.loads(capsys.readouterr().out)[0]
@@ -219,7 +221,7 @@ async def test_history_latest_and_all(emu, home, capsys) -> None:
     assert await run(["--history"], env) == 0
     out = capsys.readouterr().out
     assert out.split("\n")[0].split() == ["Model", "Size", "Context", "Quant", "Capabilities",
-                                          "TTFT", "TPS", "Benchmarked"]  # fmt: skip
+                                          "TTFT", "TPS", "Load", "Benchmarked"]  # fmt: skip
     assert table_models(out) == [LLAMA_1B, LLAMA]  # the latest result of each
     assert await run(["--history", "-v", "--json"], env) == 0
     every = json.loads(capsys.readouterr().out)
@@ -356,7 +358,7 @@ async def test_dotenv_files(emu, home, capsys) -> None:
     (home / ".env").write_text("OLLAMA_HOST=http://127.0.0.1:9\n")  # ./.env (cwd is home)
     env["OLLAMA_HOST"] = emu.url  # the real environment wins
     assert await run(["--model", LLAMA], env) == 0
-    assert bench.parse_dotenv("A=1\n#B=2\nC = 'x # y'\nD=plain # note\nbad line\n") == {
+    assert environment.parse_dotenv("A=1\n#B=2\nC = 'x # y'\nD=plain # note\nbad line\n") == {
         "A": "1", "C": "x # y", "D": "plain",
     }  # fmt: skip
 

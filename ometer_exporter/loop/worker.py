@@ -204,7 +204,9 @@ class TargetWorker:
             lag_probe=self.lag_probe,
         )
         if result is not None:
-            bench = self.store.record(target.name, result, method_of(target.benchmark))
+            bench = self.store.record(
+                target.name, result, method_of(target.benchmark), url=target.url
+            )
             await self.store.persist(target.name, model, bench)
         return result
 
