@@ -63,11 +63,22 @@ class Parser(argparse.ArgumentParser):
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: Any = None
     ) -> argparse.Namespace:
+        self.misplaced(args)
         parsed: argparse.Namespace
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             self.unknown(extras)
         return parsed
+
+    def misplaced(self, args: Sequence[str] | None) -> None:
+        """Name an unknown long flag before parsing: parsed, its value could be taken for
+        something else (``ometer-exporter --model llama3.2``: for the command)."""
+        own = flags_of(self)
+        for arg in args or ():
+            if arg == "--":
+                return
+            if arg.startswith("--") and arg.partition("=")[0] not in own:
+                self.unknown([arg])
 
     def unknown(self, extras: Sequence[str]) -> NoReturn:
         self.error(unknown_message(extras, flags_of(self), self.prog, self.elsewhere))

@@ -55,7 +55,15 @@ STYLES: Final[Mapping[str, str]] = {
 }
 
 EMBEDDING_HEADING: Final = "Embedding models"
-EMBEDDING_NOTE: Final = " (TTFT is the request time, TPS the input tokens/s)"  # when shown
+
+
+def embedding_note(*, ttft: bool, tps: bool) -> str:
+    """What the shown columns mean for an embedding model (after ``EMBEDDING_HEADING``)."""
+    parts = [text for shown, text in ((ttft, "TTFT is the request time"),
+                                      (tps, "TPS the input tokens/s")) if shown]  # fmt: skip
+    if parts == ["TPS the input tokens/s"]:
+        parts = ["TPS is the input tokens/s"]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -139,7 +147,7 @@ def render(
     lines = _lines(columns, body)
     chat = sum(1 for r in rows if r.get("kind") != "embedding")
     if chat < len(rows):  # the header and its rule, the chat rows, then the heading
-        note = EMBEDDING_NOTE if layout.ttft or layout.tps else ""
+        note = embedding_note(ttft=layout.ttft, tps=layout.tps)
         heading = _styled([(EMBEDDING_HEADING, "bold"), (note, "dim")])
         lines[2 + chat : 2 + chat] = [_styled([]), heading]
     if not rows:
