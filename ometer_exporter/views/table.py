@@ -2,21 +2,21 @@
 
 ``render`` turns export rows (``rows.rows``) into text::
 
-    Model                    Size  Context  Quant   Capabilities           TTFT      TPS     Load
-    ───────────────────────  ──────  ───────  ──────  ─────────────────  ─────────  ───────  ───────
-    llama3.2:1b              1.3 GB   131072  Q8_0    completion, tools  0.081 s ↑  152.4 →  0.912 s
-    llama3.2:latest          2.0 GB   131072  Q4_K_M  completion, tools  0.142 s →  101.3 ↓        —
+  Model                      Size  Context  Quant   Capabilities            TTFT       TPS     Load
+  ───────────────────────  ──────  ───────  ──────  ─────────────────  ─────────  ────────  ───────
+  llama3.2:1b              1.3 GB   131072  Q8_0    completion, tools  0.081 s ↑   152.4 →  0.912 s
+  llama3.2:latest          2.0 GB   131072  Q4_K_M  completion, tools  0.142 s →   101.3 ↓        —
 
-    Embedding models (TTFT is the request time, TPS the input tokens/s)
-    nomic-embed-text:latest  274 MB     2048  F16     embedding          0.021 s    812.4  0.310 s
+  Embedding models (TTFT is the request time, TPS the input tokens/s)
+  nomic-embed-text:latest  274 MB     2048  F16     embedding          0.011 s ↑  2387.5 →  0.201 s
 
 with ANSI colours when asked (``color=True``), live states (queued, running) for models not
 measured yet, and trend arrows against the previous stored result (the caller passes only the
 results an arrow may compare with: ``grades.comparable``). As on the landing page, chat rows
 come first and embedding rows apart under their heading (``by_kind``), each graded apart.
 rich measures display width (a CJK character or an emoji takes two cells) and renders the
-colours; cell text is always
-literal ``Text``, never markup, and untrusted text goes through ``grades.plain`` first.
+colours; cell text is always literal ``Text``, never markup, and untrusted text goes through
+``grades.plain`` first.
 """
 
 from __future__ import annotations
