@@ -397,10 +397,11 @@ def test_parser() -> None:
 
 
 def test_bench_must_come_first(capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["--storage.path", "/tmp/x", "bench"], env={})
-    assert info.value.code == 2
-    assert "give bench first" in capsys.readouterr().err
+    for argv in (["--storage.path", "/tmp/x", "bench"], ["--log.level", "info", "bench", "--ttft"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv, env={})
+        assert info.value.code == 2
+        assert "give bench first" in capsys.readouterr().err
 
 
 # -- the terminal: live redraw, colours ---------------------------------------------------------

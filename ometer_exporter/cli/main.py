@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             print("\ninterrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
     parser = build_parser()
-    parser.misplaced(argv)
+    if "bench" not in argv:  # with it, "give bench first" says more than a flag's hint
+        parser.misplaced(argv)
     args, extras = parser.parse_known_args(argv)
     if args.command == "bench":
         parser.error("give bench first: ometer-exporter bench [flags] (see bench --help)")
