@@ -209,3 +209,18 @@ async def test_sigterm_during_a_benchmark(emulator_factory, tmp_path) -> None:
     with sqlite3.connect(tmp_path / "d" / "ometer.sqlite3") as db:
         stored = [m for (m,) in db.execute("SELECT model FROM results")]
     assert stored == ["aaa-fast:latest"]  # the finished model persisted; the cut run is not
+
+
+def test_serve_flags_are_never_abbreviated(capsys, tmp_path) -> None:
+    env = {"HOME": str(tmp_path)}
+    cases = (
+        (["--config.chec"], "did you mean --config.check?"),
+        (["--log.lvl", "debug"], "did you mean --log.level?"),
+        (["--history"], "--history is a flag of `ometer-exporter bench`"),
+    )
+    for wrong, hint in cases:
+        with pytest.raises(SystemExit) as info:
+            main(wrong, env=env)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert hint in err and "unrecognized arguments" not in err

@@ -24,8 +24,10 @@ from ollama_emulator import (
     thinking_model,
 )
 
+from ometer_exporter.cli import environment
 from ometer_exporter.cli.main import main
 from ometer_exporter.cli.oneshot import options as bench
+from ometer_exporter.views import grades, table
 from ometer_exporter.views import rows as export
 
 LLAMA, LLAMA_1B, QWEN, NOMIC = (
@@ -75,11 +77,11 @@ async def run(args: list[str], env: dict[str, str]) -> int:
 
 
 def table_models(out: str) -> list[str]:
-    """Model names of the table's rows, in order."""
+    """Model names of the table's rows, in order (chat rows, then embedding rows)."""
     lines = out.split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith("Model")) + 2
     return [line.split()[0] for line in lines[start:] if line.strip() and line[0] != " "
-            and not line.startswith("Errors:")]  # fmt: skip
+            and not line.startswith(("Errors:", table.EMBEDDING_HEADING))]  # fmt: skip
 
 
 def chats(emu) -> list:
@@ -106,7 +108,7 @@ async def test_measures_stores_and_shows_trends(emu, home, capsys) -> None:
     assert await run(["--ttft", "--tps", "--runs", "1", "--num-predict", "16"], env) == 0
     out = capsys.readouterr().out
     header = out.split("\n")[0].split()
-    assert header == [*HEADER, "TTFT", "TPS"]
+    assert header == [*HEADER, "TTFT", "TPS", "Load"]
     assert "↑" not in out and "→" not in out  # nothing to compare with yet
     assert len(chats(emu)) == 3  # llama, llama 1b, qwen: one measured run each
     with sqlite3.connect(home / "data" / "ometer.sqlite3") as db:
@@ -122,9 +124,9 @@ async def test_measures_stores_and_shows_trends(emu, home, capsys) -> None:
 async def test_only_ttft_or_only_tps(emu, home, capsys) -> None:
     env = environ(home, emu.url)
     assert await run(["--ttft", "--runs", "1", "--model", LLAMA], env) == 0
-    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TTFT"]
+    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TTFT", "Load"]
     assert await run(["--tps", "--runs", "1", "--model", LLAMA], env) == 0
-    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TPS"]
+    assert capsys.readouterr().out.split("\n")[0].split() == [*HEADER, "TPS", "Load"]
 
 
 async def test_verbose_shows_every_run(emu, home, capsys) -> None:
@@ -132,7 +134,7 @@ async def test_verbose_shows_every_run(emu, home, capsys) -> None:
     assert await run(["--ttft", "--tps", "--runs", "2", "-v", "--model", LLAMA], env) == 0
     header = capsys.readouterr().out.split("\n")[0]
     assert header.split()[len(HEADER):] == ["TTFT", "#1", "TTFT", "#2", "TTFT",
-                                            "TPS", "#1", "TPS", "#2", "TPS"]  # fmt: skip
+                                            "TPS", "#1", "TPS", "#2", "TPS", "Load"]  # fmt: skip
     assert await run(["--ttft", "--tps", "--runs", "2", "-v", "--model", LLAMA, "--json"],
                      env) == 0  # fmt: skip
     row = json.loads(capsys.readouterr().out)[0]
@@ -219,7 +221,7 @@ async def test_history_latest_and_all(emu, home, capsys) -> None:
     assert await run(["--history"], env) == 0
     out = capsys.readouterr().out
     assert out.split("\n")[0].split() == ["Model", "Size", "Context", "Quant", "Capabilities",
-                                          "TTFT", "TPS", "Benchmarked"]  # fmt: skip
+                                          "TTFT", "TPS", "Load", "Benchmarked"]  # fmt: skip
     assert table_models(out) == [LLAMA_1B, LLAMA]  # the latest result of each
     assert await run(["--history", "-v", "--json"], env) == 0
     every = json.loads(capsys.readouterr().out)
@@ -298,10 +300,12 @@ async def test_cloud_usage_limit_stops_the_target(emulator_factory, home, capsys
         cloud.add_fault(name, Fault("status", status=429, message=USAGE_LIMIT_MESSAGE, times=-1))
     env = environ(home, "http://127.0.0.1:9", OLLAMA_CLOUD_BASE_URL=cloud.url,
                   OLLAMA_CLOUD_API_KEY="sk-test")  # fmt: skip
-    assert await run(["--cloud", "--tps", "--runs", "3"], env) == 0
+    assert await run(["--cloud", "--tps", "--runs", "3"], env) == 3  # some models failed
     captured = capsys.readouterr()
     assert len(cloud.records_for("/api/chat")) == 1  # no retry, no second run, no next model
     assert "usage limit reached" in captured.err
+    assert ("2 of 2 models not measured: gpt-oss:120b (cloud), qwen3-coder:480b (cloud) "
+            "(exit 3)") in captured.err  # fmt: skip
     assert "session usage limit" in captured.out  # the model's error under the table
 
 
@@ -356,16 +360,16 @@ async def test_dotenv_files(emu, home, capsys) -> None:
     (home / ".env").write_text("OLLAMA_HOST=http://127.0.0.1:9\n")  # ./.env (cwd is home)
     env["OLLAMA_HOST"] = emu.url  # the real environment wins
     assert await run(["--model", LLAMA], env) == 0
-    assert bench.parse_dotenv("A=1\n#B=2\nC = 'x # y'\nD=plain # note\nbad line\n") == {
+    assert environment.parse_dotenv("A=1\n#B=2\nC = 'x # y'\nD=plain # note\nbad line\n") == {
         "A": "1", "C": "x # y", "D": "plain",
     }  # fmt: skip
 
 
 async def test_a_model_without_any_counted_run_is_explained(emu, home, capsys) -> None:
     emu.add_fault(LLAMA, Fault("force_reload", times=-1))  # every run pays a load: left out
-    assert await run(["--tps", "--runs", "2", "--model", LLAMA], environ(home, emu.url)) == 0
+    assert await run(["--tps", "--runs", "2", "--model", LLAMA], environ(home, emu.url)) == 3
     captured = capsys.readouterr()
-    assert captured.out.split("\n")[2].split()[-2:] == ["no", "run"]
+    assert captured.out.split("\n")[2].split()[-4:-2] == ["no", "run"]  # then Load: "… s"
     assert (f"warning: {LLAMA} (local): no run was counted (2 runs: the model was reloaded "
             "during the run)") in captured.err  # fmt: skip
 
@@ -393,10 +397,11 @@ def test_parser() -> None:
 
 
 def test_bench_must_come_first(capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["--storage.path", "/tmp/x", "bench"], env={})
-    assert info.value.code == 2
-    assert "give bench first" in capsys.readouterr().err
+    for argv in (["--storage.path", "/tmp/x", "bench"], ["--log.level", "info", "bench", "--ttft"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv, env={})
+        assert info.value.code == 2
+        assert "give bench first" in capsys.readouterr().err
 
 
 # -- the terminal: live redraw, colours ---------------------------------------------------------
@@ -434,3 +439,225 @@ async def test_a_table_taller_than_the_terminal_shows_progress_then_the_table(
     assert "queued" not in out  # the table was never drawn half-done
     final = out.rsplit("\x1b[J", 1)[1]
     assert sorted(table_models(final)) == sorted([LLAMA, LLAMA_1B, QWEN, NOMIC])
+
+
+# -- the promises: menu, exit codes, sorting, history offline, flags, .env, trends, Load -------
+
+
+async def test_no_menu_without_both_kinds_of_target(emu, home, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "stdin", FakeTTY("2\n"))  # a terminal that would answer "Local"
+    assert await run([], environ(home, emu.url)) == 0  # no cloud key: local targets only
+    captured = capsys.readouterr()
+    assert "Record which models?" not in captured.err
+    assert sorted(table_models(captured.out)) == sorted([LLAMA, LLAMA_1B, QWEN, NOMIC])
+    assert sys.stdin.read() == "2\n"  # nothing was read from the terminal
+
+
+async def test_exit_codes(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    args = ["--tps", "--runs", "1", "--model", LLAMA, QWEN]
+    assert await run(args, env) == 0  # every model measured
+    assert "not measured" not in capsys.readouterr().err
+    emu.add_fault(QWEN, Fault("status", status=500, message="model runner crashed", times=-1))
+    assert await run(args, env) == 3  # one failed: the other is still shown
+    captured = capsys.readouterr()
+    assert table_models(captured.out) == [LLAMA, QWEN]
+    assert "1 of 2 models not measured: qwen3:8b (local) (exit 3)" in captured.err
+    assert "model runner crashed" in captured.out  # under the table
+    assert await run(["--model", "mistral"], env) == 1  # nothing matched
+    assert await run(["--ttft"], environ(home, "http://127.0.0.1:9")) == 1  # nothing reached
+    assert await run(["--runs", "0"], env) == 2  # usage
+    capsys.readouterr()
+
+
+async def test_an_unreachable_target_beside_a_reachable_one_is_exit_3(emu, home, capsys) -> None:
+    config = home / "ometer.yaml"
+    config.write_text(f"targets:\n  - {{name: box1, url: '{emu.url}'}}\n"
+                      "  - {name: box2, url: 'http://127.0.0.1:9'}\n")  # fmt: skip
+    env = {"HOME": str(home), "OMETER_STORAGE_PATH": str(home / "data")}
+    assert await run(["--config.file", str(config), "--model", LLAMA, "--tps", "--runs", "1"],
+                     env) == 3  # fmt: skip
+    captured = capsys.readouterr()
+    assert table_models(captured.out) == [LLAMA]
+    assert "cannot reach box2" in captured.err and "not reached: box2 (exit 3)" in captured.err
+
+
+async def test_help_lists_the_exit_codes(capsys) -> None:
+    assert await run(["--help"], {}) == 0
+    out = capsys.readouterr().out
+    codes = out[out.index("exit codes:") :].split("\n")[1:5]
+    assert [line.split()[0] for line in codes] == ["0", "1", "2", "3"]
+    assert "some models failed" in codes[3]
+
+
+async def test_sort_tps_ranks_chat_models_and_embeddings_apart(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    args = ["--ttft", "--tps", "--runs", "1", "--sort", "tps"]
+    assert await run([*args, "--json"], env) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == [LLAMA_1B, LLAMA, QWEN, NOMIC]  # chat, then embedding
+    by_model = {r["model"]: r for r in rows}
+    # Input tokens/s of an embedding model beat every decode rate: mixed, it would rank first.
+    assert by_model[NOMIC]["tps"] > by_model[LLAMA_1B]["tps"] > by_model[LLAMA]["tps"]
+    assert await run(args, env) == 0
+    out = capsys.readouterr().out
+    assert table_models(out) == [LLAMA_1B, LLAMA, QWEN, NOMIC]
+    lines = out.split("\n")
+    heading = lines.index(table.EMBEDDING_HEADING + table.embedding_note(ttft=True, tps=True))
+    assert lines[heading - 1] == "" and lines[heading + 1].startswith(NOMIC + " ")
+    assert await run([*args, "--reverse"], env) == 0  # reversed within each group
+    assert table_models(capsys.readouterr().out) == [QWEN, LLAMA, LLAMA_1B, NOMIC]
+
+
+@pytest.fixture
+def keyless_config(emu, cloud, home) -> Path:
+    config = home / "ometer.yaml"
+    config.write_text(f"targets:\n  - {{name: box, url: '{emu.url}'}}\n"
+                      f"  - {{name: sky, url: '{cloud.url}', cloud: true,"
+                      " api_key_env: SKY_KEY, select: all}\n")  # fmt: skip
+    return config
+
+
+async def test_history_sends_nothing_and_needs_no_key(emu, cloud, keyless_config, home,
+                                                      capsys) -> None:  # fmt: skip
+    env = {"HOME": str(home), "OMETER_STORAGE_PATH": str(home / "data")}
+    config = ["--config.file", str(keyless_config)]
+    assert await run([*config, "--tps", "--runs", "1", "--model", LLAMA, "gpt-oss:120b"],
+                     {**env, "SKY_KEY": "sk-test"}) == 0  # fmt: skip
+    assert await run([*config, "--ttft"], env) == 2  # measuring needs the key ...
+    assert "'SKY_KEY' is not set" in capsys.readouterr().err
+    emu.records.clear()
+    cloud.records.clear()
+    for kind, expected in (([], ["gpt-oss:120b", LLAMA]), (["--cloud"], ["gpt-oss:120b"]),
+                           (["--local"], [LLAMA])):  # fmt: skip
+        assert await run([*config, "--history", *kind], env) == 0  # ... history does not
+        assert table_models(capsys.readouterr().out) == expected
+    assert emu.records == [] and cloud.records == []  # not one request to either server
+    # Without a config file, the environment's cloud target needs no key for history either.
+    env_only = environ(home, emu.url)
+    assert await run(["--history", "--cloud"], env_only) == 0  # no key, no "cloud" results
+    assert "no stored results in" in capsys.readouterr().err
+    assert emu.records == []
+
+
+async def test_abbreviated_or_misplaced_flags_are_errors_with_a_hint(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    assert await run(["--ttf"], env) == 2
+    err = capsys.readouterr().err
+    assert "unknown flag --ttf (flags are never abbreviated); did you mean --ttft?" in err
+    assert "unrecognized arguments" not in err
+    assert await run(["--hist"], env) == 2  # a unique prefix is no flag either
+    assert "did you mean --history?" in capsys.readouterr().err
+    assert await run(["--web.listen-address", ":9000", "--tps"], env) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--web.listen-address is a flag of `ometer-exporter`, not of `ometer-exporter "
+        "bench`: give it there, e.g. ometer-exporter --web.listen-address …"
+    ) in err
+    assert await run(["--log.level=debug"], env) == 2
+    assert "--log.level is a flag of `ometer-exporter`" in capsys.readouterr().err
+    assert chats(emu) == [] and emu.records == []  # a usage error sends nothing
+    for wrong in (["--ttft"], ["--storage.path", "x", "--model", LLAMA]):
+        with pytest.raises(SystemExit) as info:
+            main(wrong, env={"HOME": str(home)})
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        flag = next(a for a in wrong if a not in ("--storage.path", "x"))
+        assert (f"{flag} is a flag of `ometer-exporter bench`, not of `ometer-exporter`: "
+                f"give it there, e.g. ometer-exporter bench {flag} …") in err  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["--web.listen", ":9000"], env={"HOME": str(home)})
+    assert "did you mean --web.listen-address?" in capsys.readouterr().err
+
+
+async def test_serve_and_bench_read_dotenv_the_same_way(emu, home, capsys) -> None:
+    (home / ".env").write_text(f"OLLAMA_HOST={emu.url}\n")  # ./.env (cwd is home)
+    env = {"HOME": str(home), "OMETER_STORAGE_PATH": str(home / "data")}
+    assert main(["--config.check"], env=env) == 0  # serve's configuration
+    assert f"local  {emu.url}" in capsys.readouterr().out
+    assert await run(["--model", LLAMA], env) == 0  # bench lists the same server's models
+    assert table_models(capsys.readouterr().out) == [LLAMA]
+    env["OLLAMA_HOST"] = "http://gpu-box:11434"  # the real environment wins, for both
+    assert main(["--config.check"], env=env) == 0
+    out = capsys.readouterr().out
+    assert "local  http://gpu-box:11434" in out and emu.url not in out
+    calls = len(emu.records)
+    assert await run(["--model", LLAMA], env) == 1  # gpu-box is not there: not the emulator
+    assert "cannot reach local (http://gpu-box:11434)" in capsys.readouterr().err
+    assert len(emu.records) == calls
+
+
+def llama_line(out: str) -> str:
+    return next(line for line in out.split("\n") if line.startswith(LLAMA + " "))
+
+
+def has_arrow(line: str) -> bool:
+    return any(arrow in line for arrow in "↑↓→")
+
+
+async def test_arrows_compare_only_the_same_url_and_method(emu, emulator_factory, home,
+                                                           capsys) -> None:  # fmt: skip
+    env = environ(home, emu.url)
+    args = ["--ttft", "--tps", "--runs", "1", "--model", LLAMA]
+    assert await run(args, env) == 0
+    assert not has_arrow(llama_line(capsys.readouterr().out))  # nothing stored before
+    assert await run(args, env) == 0
+    assert has_arrow(llama_line(capsys.readouterr().out))  # same server, same method
+    assert await run([*args, "--num-predict", "16"], env) == 0  # another method
+    assert not has_arrow(llama_line(capsys.readouterr().out))
+    assert await run([*args, "--prompts", "Count to twenty."], env) == 0  # another prompt set
+    assert not has_arrow(llama_line(capsys.readouterr().out))
+    other = await emulator_factory(local_models(), time_scale=0.01)
+    assert await run(args, environ(home, other.url)) == 0  # target "local", another server
+    assert not has_arrow(llama_line(capsys.readouterr().out))
+    assert await run(args, environ(home, other.url)) == 0
+    assert has_arrow(llama_line(capsys.readouterr().out))
+    with sqlite3.connect(home / "data" / "ometer.sqlite3") as db:
+        urls = [
+            json.loads(b)["url"]
+            for (b,) in db.execute(
+                "SELECT benchmark FROM results WHERE model = ? ORDER BY finished_at", (LLAMA,)
+            )
+        ]
+    assert urls == [emu.url] * 4 + [other.url] * 2  # fmt: skip
+    # --history: the latest against the one before it, by the same rule.
+    assert await run(["--history", "--model", LLAMA], env) == 0
+    assert has_arrow(llama_line(capsys.readouterr().out))  # other.url twice
+
+
+async def test_results_stored_without_a_url(emu, home, capsys) -> None:
+    """Rows from before the URL was kept (url ""): unknown, so never compared with a known URL;
+    two of them compare (same target name, same method)."""
+    env = environ(home, emu.url)
+    args = ["--ttft", "--tps", "--runs", "1", "--model", LLAMA]
+    for _ in range(2):
+        assert await run(args, env) == 0
+    capsys.readouterr()
+    path = home / "data" / "ometer.sqlite3"
+    with sqlite3.connect(path) as db:
+        for rowid, text in db.execute("SELECT rowid, benchmark FROM results").fetchall():
+            old = {k: v for k, v in json.loads(text).items() if k != "url"}
+            db.execute("UPDATE results SET benchmark = ? WHERE rowid = ?", (json.dumps(old), rowid))
+    assert await run(["--history", "--model", LLAMA], env) == 0
+    assert has_arrow(llama_line(capsys.readouterr().out))  # "" and "", target local: compared
+    assert await run(args, env) == 0
+    assert not has_arrow(llama_line(capsys.readouterr().out))  # a URL against "": no arrow
+    assert await run(["--history", "--model", LLAMA], env) == 0
+    assert not has_arrow(llama_line(capsys.readouterr().out))
+
+
+async def test_the_table_shows_the_cold_load_time_as_the_export(emu, home, capsys) -> None:
+    env = environ(home, emu.url)
+    assert await run(["--tps", "--runs", "1", "--model", LLAMA, "--csv", "out.csv"], env) == 0
+    out = capsys.readouterr().out
+    with (home / "out.csv").open(newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    load = float(row["load_duration_seconds"])
+    assert load > 0  # not loaded before: a cold load, measured by the warmup
+    header = out.split("\n")[0].split()
+    assert header[-1] == "Load"
+    assert llama_line(out).split()[-2:] == grades.format_seconds(load).split()
+    assert await run(["--history", "--json"], env) == 0  # stored with the result
+    assert json.loads(capsys.readouterr().out)[0]["load_duration_seconds"] == load
+    assert await run(["--history"], env) == 0
+    assert grades.format_seconds(load) in llama_line(capsys.readouterr().out)

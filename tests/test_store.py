@@ -163,3 +163,28 @@ async def test_inventory_is_stored_with_each_result(tmp_path) -> None:
     await migrated.close()
     with sql.connect(old / "ometer.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone() == (2,)
+
+
+async def test_a_record_keeps_the_target_url_without_credentials(tmp_path) -> None:
+    from ometer_exporter.measure.results import ModelResult
+
+    def result(model: str) -> ModelResult:  # a cycle without a good run: nothing carried over
+        now = time.time()
+        return ModelResult(model, "chat", now - 1, now, ())
+
+    store = Store(tmp_path)
+    store.set_targets([target()])
+    assert store.record("local", result("a:latest"), METHOD).url == ""  # not given: unknown
+    bench = store.record("local", result("b:latest"), METHOD, url="http://gpu-box:11434")
+    assert bench.url == "http://gpu-box:11434"
+    hidden = store.record(
+        "local", result("c:latest"), METHOD, url="https://user:s3cret@gpu-box:443/ollama"
+    )
+    assert hidden.url == "https://gpu-box:443/ollama" and "s3cret" not in hidden.to_json()
+    await store.persist("local", "b:latest", bench)
+    await store.close()
+    restored = Store(tmp_path)
+    restored.set_targets([target()])
+    [(_, _, stored, _)] = await restored.history()
+    assert stored.url == "http://gpu-box:11434"
+    await restored.close()

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from factories import entry
 
-from ometer_exporter.store.records import ModelEntry
+from ometer_exporter.store.records import ModelEntry, Record
 from ometer_exporter.views import grades, table
 from ometer_exporter.views import rows as export
 
@@ -87,7 +87,8 @@ def test_failures_are_red_and_listed_embeddings_graded_apart() -> None:
     assert text.endswith(
         f"{RED}Errors:{RESET}\n  gemma3:4b (local): HTTP 500: model runner crashed"
     )
-    assert "TTFT" not in text
+    assert "TTFT" not in text  # not even in the embedding heading's note
+    assert f"{BOLD}Embedding models{RESET}{DIM} (TPS is the input tokens/s){RESET}" in text
 
 
 def test_live_states_trends_and_per_run_columns() -> None:
@@ -126,3 +127,59 @@ def test_trend() -> None:
     assert grades.trend(96.0, 100.0, "tps") == "→"
     assert grades.trend(None, 100.0, "tps") == ""
     assert grades.trend(1.0, None, "tps") == ""
+
+
+def test_embedding_rows_come_apart_under_their_heading() -> None:
+    embed = export.row(entry("local", "nomic-embed-text:latest", ttft=0.02, tps=9000.0,
+                             kind="embedding"))  # fmt: skip
+    rows = [embed, *three()]  # sorted by tps over every kind, the embedding would lead
+    assert [r["model"] for r in table.by_kind(rows)] == [
+        "llama3.2:1b", "llama3.2:latest", "qwen3:8b", "nomic-embed-text:latest",
+    ]  # fmt: skip
+    text = table.render(rows, table.Layout(), color=True)
+    lines = text.split("\n")
+    assert lines[5:] == [
+        "",
+        f"{BOLD}Embedding models{RESET}{DIM} (TTFT is the request time, TPS the input "
+        f"tokens/s){RESET}",
+        f"nomic-embed-text:latest  2.0 GB   131072  Q4_K_M  completion, tools  "
+        f"{GREEN}1.500 s{RESET}  {GREEN}2000.0{RESET}",  # request time, input tokens/s
+    ]
+    # The chat rows keep the colours they have without the embedding model.
+    alone = table.render(three(), table.Layout(), color=True).split("\n")[2:5]
+    assert [line.split() for line in lines[2:5]] == [line.split() for line in alone]
+    listing = table.render(rows, table.Layout(ttft=False, tps=False))
+    assert "\nEmbedding models\nnomic-embed-text:latest " in listing  # no TTFT/TPS to explain
+
+
+def test_load_column() -> None:
+    rows = three()
+    rows[1]["load_duration_seconds"] = None  # loaded before the run: no cold load measured
+    rows[2]["load_duration_seconds"] = 12.5
+    text = table.render(rows, table.Layout(load=True))
+    header, rule, *body = text.split("\n")
+    assert header.split()[-3:] == ["TTFT", "TPS", "Load"]
+    assert [line.rsplit("  ", 1)[1].strip() for line in body] == ["1.250 s", "—", "12.5 s"]
+    assert all(len(line) == len(rule) for line in body)  # right-aligned to the rule
+    assert "Load" not in table.render(rows, table.Layout())
+
+
+def test_only_like_results_are_comparable() -> None:
+    old = entry("gpu", "llama3.2:latest").benchmark
+    assert old is not None
+    old = dataclasses.replace(old, url="http://gpu:11434", prompt_set="default",
+                              num_predict=128, think="auto")  # fmt: skip
+    same = dataclasses.replace(old, ttft=0.1)
+
+    def comparable(new: Record, before: Record = old, target: str = "gpu") -> bool:
+        return grades.comparable(new, before, new_target="gpu", old_target=target)
+
+    assert comparable(same)
+    assert not comparable(dataclasses.replace(same, url="http://other:11434"))
+    assert not comparable(dataclasses.replace(same, num_predict=16))
+    assert not comparable(dataclasses.replace(same, prompt_set="custom-1a2b3c4d"))
+    assert not comparable(dataclasses.replace(same, think="false"))
+    unknown = dataclasses.replace(old, url="")
+    assert not comparable(same, unknown) and not comparable(unknown)  # "" is no known URL
+    assert comparable(dataclasses.replace(same, url=""), unknown)  # both "", same target
+    assert not comparable(dataclasses.replace(same, url=""), unknown, target="cpu")

@@ -1,8 +1,10 @@
 """Command line: ``serve`` (the default) runs the exporter; ``--config.check`` validates;
-``bench`` runs one benchmark cycle in the terminal with OMeter's flags (see ``bench.py``).
+``bench`` runs one benchmark cycle in the terminal with OMeter's flags (see ``oneshot``).
 
-Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``). Exit codes:
-0 ok, 2 bad configuration or usage (``bench``: also 1 when nothing matched or was reachable).
+Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``), are never
+abbreviated, and a flag of the other command gets a hint saying where it goes (``flags``). Both
+commands see the same environment: the real one over the ``.env`` files (``environment``).
+Exit codes: 0 ok, 2 bad configuration or usage (``bench`` has its own: ``bench --help``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from ometer_exporter import __version__
+from ometer_exporter.cli.environment import with_dotenv
+from ometer_exporter.cli.flags import Elsewhere, Parser
 from ometer_exporter.config.checks import ConfigError
 from ometer_exporter.config.describe import describe
 from ometer_exporter.config.load import load_settings
@@ -24,13 +28,21 @@ from ometer_exporter.config.settings import LOG_FORMATS, LOG_LEVELS, Overrides
 from ometer_exporter.config.web_file import load_web_config
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _bench_parser() -> argparse.ArgumentParser:
+    from ometer_exporter.cli.oneshot.options import build_parser as bench_parser
+
+    return bench_parser()
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         prog="ometer-exporter",
+        elsewhere=Elsewhere("ometer-exporter bench", _bench_parser),
         description="Prometheus exporter that continuously benchmarks Ollama models: "
         "time to first token, tokens/s, prefill rate and load time per model.",
         epilog="With no configuration file it benchmarks the models loaded on "
-        "http://localhost:11434 (OLLAMA_LOCAL_BASE_URL or OLLAMA_HOST override it). "
+        "http://localhost:11434 (OLLAMA_LOCAL_BASE_URL or OLLAMA_HOST override it; also read "
+        "from ./.env, ~/.env, ~/.config/ometer/.env, the real environment winning). "
         "`ometer-exporter bench --help`: one benchmark cycle in the terminal (OMeter mode).",
     )
     parser.add_argument("command", nargs="?", choices=("serve", "bench"), default="serve",
@@ -87,7 +99,7 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    environ = dict(os.environ if env is None else env)
+    environ = with_dotenv(os.environ if env is None else env)
     if argv[:1] == ["bench"]:
         from ometer_exporter.cli.oneshot.options import EXIT_INTERRUPTED
         from ometer_exporter.cli.oneshot.run import main as bench
@@ -98,9 +110,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             print("\ninterrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if "bench" not in argv:  # with it, "give bench first" says more than a flag's hint
+        parser.misplaced(argv)
+    args, extras = parser.parse_known_args(argv)
     if args.command == "bench":
         parser.error("give bench first: ometer-exporter bench [flags] (see bench --help)")
+    if extras:
+        parser.unknown(extras)
     overrides = Overrides(
         config_file=args.config_file,
         listen_address=args.listen_address,

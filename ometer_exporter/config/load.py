@@ -66,8 +66,13 @@ _LOG_LEVELS: Final = {name: name for name in LOG_LEVELS}
 _LOG_FORMATS: Final = {name: name for name in LOG_FORMATS}
 
 
-def load_settings(overrides: Overrides, env: Mapping[str, str]) -> Settings:
+def load_settings(
+    overrides: Overrides, env: Mapping[str, str], *, api_keys: bool = True
+) -> Settings:
     """Settings from flags > environment > file > defaults; ConfigError lists every problem.
+
+    ``api_keys=False`` leaves every target's key unread (``api_key`` None), for a caller that
+    sends nothing to any server (``bench --history``).
 
     A config file that is named but cannot be read is an error, never a silent fallback. With no
     file, or a file without `targets`, there is one target `local` at OLLAMA_LOCAL_BASE_URL, else
@@ -86,7 +91,7 @@ def load_settings(overrides: Overrides, env: Mapping[str, str]) -> Settings:
     check_timeout_order(
         checker, defaults.timeouts, patch.timeouts, "benchmark.timeouts", "the default"
     )
-    targets = _targets(checker, top, defaults, env, config_file)
+    targets = _targets(checker, top, defaults, env, config_file, api_keys=api_keys)
     server = _server(checker, overrides, env)
     if checker.problems:
         raise ConfigError(checker.problems, config_file)
@@ -139,10 +144,12 @@ def _targets(
     defaults: BenchmarkSettings,
     env: Mapping[str, str],
     config_file: str | None,
+    *,
+    api_keys: bool,
 ) -> tuple[TargetSettings, ...]:
     if "targets" in top:
         base_dir = os.path.dirname(config_file) if config_file else "."
-        return parse_targets(checker, top["targets"], defaults, env, base_dir)
+        return parse_targets(checker, top["targets"], defaults, env, base_dir, api_keys=api_keys)
     local = default_target(checker, env, defaults)
     return (local,) if local is not None else ()
 

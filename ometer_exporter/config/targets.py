@@ -41,8 +41,11 @@ def parse_targets(
     defaults: BenchmarkSettings,
     env: Mapping[str, str],
     base_dir: str,
+    *,
+    api_keys: bool = True,
 ) -> tuple[TargetSettings, ...]:
-    """The file's `targets`; `defaults` is the `benchmark` section, `base_dir` the file's."""
+    """The file's `targets`; `defaults` is the `benchmark` section, `base_dir` the file's.
+    `api_keys=False`: keys are not read (see `load_settings`)."""
     if not isinstance(value, list):
         checker.wrong_type("targets", value, "a list of targets, each a mapping with name and url")
         return ()
@@ -66,7 +69,7 @@ def parse_targets(
                     f"targets[{first_use[name]}]; allowed: a name used once",
                 )
             first_use.setdefault(name, index)
-        target = _parse_target(checker, item, path, defaults, env, base_dir)
+        target = _parse_target(checker, item, path, defaults, env, base_dir, api_keys=api_keys)
         if target is not None:
             targets.append(target)
     return tuple(targets)
@@ -79,6 +82,8 @@ def _parse_target(
     defaults: BenchmarkSettings,
     env: Mapping[str, str],
     base_dir: str,
+    *,
+    api_keys: bool,
 ) -> TargetSettings | None:
     section = checker.mapping(value, path, _TARGET_KEYS, null_is_empty=False, hints=_TARGET_HINTS)
     if section is None:
@@ -93,7 +98,9 @@ def _parse_target(
     cloud = is_cloud_host(host)
     if "cloud" in section:
         cloud = first(checker.boolean(section["cloud"], join_path(path, "cloud")), cloud)
-    api_key, api_key_source = read_api_key(checker, section, path, env, base_dir)
+    api_key, api_key_source = (
+        read_api_key(checker, section, path, env, base_dir) if api_keys else (None, None)
+    )
     select = _select(checker, section, path, cloud)
     include, exclude = (_models(checker, section, path, key) for key in ("include", "exclude"))
     patch = parse_benchmark(checker, section, path)

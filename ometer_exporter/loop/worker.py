@@ -450,7 +450,8 @@ class TargetWorker:
         if result.contended:
             self.store.count_only(target.name, result)
         else:
-            record = self.store.record(target.name, result, method_of(target.benchmark))
+            method = method_of(target.benchmark)
+            record = self.store.record(target.name, result, method, url=target.url)
             await self.store.persist(target.name, model, record)
         return result
 

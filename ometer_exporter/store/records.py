@@ -109,9 +109,12 @@ class Record:
     prompt_set: str = ""
     num_predict: int | None = None
     think: str = ""
+    # The target's URL when it was measured, without credentials; "" when unknown (results
+    # stored before the URL was kept).
+    url: str = ""
 
     @classmethod
-    def from_result(cls, result: ModelResult, *, method: Method) -> Record:
+    def from_result(cls, result: ModelResult, *, method: Method, url: str = "") -> Record:
         first_error = result.first_error
         chat = result.kind == "chat"
         return cls(
@@ -138,6 +141,7 @@ class Record:
             prompt_set=method.prompt_set,
             num_predict=method.num_predict,
             think=method.think,
+            url=url,
         )
 
     def failed(

@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from ometer_exporter.measure.results import ModelResult
 from ometer_exporter.store.database import Database
@@ -36,6 +37,15 @@ from ometer_exporter.store.records import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without any ``user:password@`` (the configuration refuses such URLs already;
+    a stored row must never hold one all the same)."""
+    if "@" not in url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class Keep(Enum):
@@ -185,11 +195,14 @@ class Store:
         models[key] = replace(entry, counters=entry.counters.add(result))
         self._swap(models=models)
 
-    def record(self, target: str, result: ModelResult, method: Method) -> Record:
-        """A model's cycle finished: new latest values, totals, and a row for persistence."""
+    def record(self, target: str, result: ModelResult, method: Method, *, url: str = "") -> Record:
+        """A model's cycle finished: new latest values, totals, and a row for persistence.
+
+        ``url`` is the target's, kept with the result (never its credentials) so that trends
+        compare only results of the same server."""
         key = (target, result.model)
         entry = self._snapshot.models.get(key) or ModelEntry(target, result.model)
-        bench = Record.from_result(result, method=method)
+        bench = Record.from_result(result, method=method, url=without_userinfo(url))
         if not bench.success and entry.benchmark is not None:
             # A failed cycle keeps the last good values; success 0 and the error say the rest.
             bench = entry.benchmark.failed(

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
+from ometer_exporter.store.records import Record
 from ometer_exporter.views.query import SORT_KEYS
 from ometer_exporter.views.rows import Row
 
@@ -91,6 +92,21 @@ def grades(rows: Sequence[Row], column: str) -> list[Grade | None]:
         else:
             out.append(grade(value, kind_cuts, higher_is_better=better))
     return out
+
+
+def comparable(new: Record, old: Record, *, new_target: str, old_target: str) -> bool:
+    """Whether a trend arrow may compare ``new`` with ``old``: the same server (target URL)
+    and the same method (prompt set, ``num_predict``, think). A faster server or a shorter
+    answer is no improvement of the model.
+
+    A URL of ``""`` is unknown (a result stored before the URL was kept): it compares only
+    with another unknown one of the same target name, never with a known URL.
+    """
+    if (new.prompt_set, new.num_predict, new.think) != (old.prompt_set, old.num_predict, old.think):
+        return False
+    if new.url or old.url:
+        return new.url == old.url
+    return new_target == old_target
 
 
 def trend(new: float | None, old: float | None, column: str) -> str:

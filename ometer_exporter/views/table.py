@@ -2,15 +2,21 @@
 
 ``render`` turns export rows (``rows.rows``) into text::
 
-    Model            Size    Context  Quant   Capabilities           TTFT       TPS
-    ───────────────  ──────  ───────  ──────  ─────────────────  ─────────  ────────
-    llama3.2:1b      1.3 GB   131072  Q8_0    completion, tools  0.081 s ↑  152.4 →
-    llama3.2:latest  2.0 GB   131072  Q4_K_M  completion, tools  0.142 s →  101.3 ↓
+  Model                      Size  Context  Quant   Capabilities            TTFT       TPS     Load
+  ───────────────────────  ──────  ───────  ──────  ─────────────────  ─────────  ────────  ───────
+  llama3.2:1b              1.3 GB   131072  Q8_0    completion, tools  0.081 s ↑   152.4 →  0.912 s
+  llama3.2:latest          2.0 GB   131072  Q4_K_M  completion, tools  0.142 s →   101.3 ↓        —
+
+  Embedding models (TTFT is the request time, TPS the input tokens/s)
+  nomic-embed-text:latest  274 MB     2048  F16     embedding          0.011 s ↑  2387.5 →  0.201 s
 
 with ANSI colours when asked (``color=True``), live states (queued, running) for models not
-measured yet, and trend arrows against the previous stored result. rich measures display width
-(a CJK character or an emoji takes two cells) and renders the colours; cell text is always
-literal ``Text``, never markup, and untrusted text goes through ``grades.plain`` first.
+measured yet, and trend arrows against the previous stored result (the caller passes only the
+results an arrow may compare with: ``grades.comparable``). As on the landing page, chat rows
+come first and embedding rows apart under their heading (``by_kind``), each graded apart.
+rich measures display width (a CJK character or an emoji takes two cells) and renders the
+colours; cell text is always literal ``Text``, never markup, and untrusted text goes through
+``grades.plain`` first.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from ometer_exporter.views.grades import (
     Grade,
     failed,
     failure_text,
+    format_seconds,
     format_value,
     grades,
     plain,
@@ -47,6 +54,17 @@ STYLES: Final[Mapping[str, str]] = {
     "bold": "bold",
 }
 
+EMBEDDING_HEADING: Final = "Embedding models"
+
+
+def embedding_note(*, ttft: bool, tps: bool) -> str:
+    """What the shown columns mean for an embedding model (after ``EMBEDDING_HEADING``)."""
+    parts = [text for shown, text in ((ttft, "TTFT is the request time"),
+                                      (tps, "TPS the input tokens/s")) if shown]  # fmt: skip
+    if parts == ["TPS the input tokens/s"]:
+        parts = ["TPS is the input tokens/s"]
+    return f" ({', '.join(parts)})" if parts else ""
+
 
 # -- the table -----------------------------------------------------------------------------------
 
@@ -60,6 +78,7 @@ class Layout:
     runs: int = 0  # per-run columns (``--verbose``); 0 = none
     target: bool = False  # more than one target
     inventory: bool = True  # Size, Context, Quant, Capabilities (history has none)
+    load: bool = False  # the cold load time (``load_duration``), as the page and /export
     benchmarked_at: bool = False  # history: when each result was measured
 
 
@@ -89,6 +108,8 @@ def _columns(layout: Layout) -> list[_Column]:
                 for i in range(1, layout.runs + 1)
             ]
             cols.append(_Column(base, title, numeric=True, measured=True))
+    if layout.load:
+        cols.append(_Column("load_duration_seconds", "Load", numeric=True))
     if layout.benchmarked_at:
         cols.append(_Column("benchmarked_at", "Benchmarked"))
     return cols
@@ -111,8 +132,11 @@ def render(
 ) -> str:
     """The table as text (no trailing newline); failures are listed under it.
 
-    Widths are display widths (rich's cell length), so wide (CJK) and emoji names line up.
+    Chat rows come first, embedding rows after them under ``EMBEDDING_HEADING`` (``by_kind``),
+    each group in the order given. Widths are display widths (rich's cell length), so wide
+    (CJK) and emoji names line up.
     """
+    rows = by_kind(rows)
     columns = _columns(layout)
     graded = {c.key: grades(rows, c.key) for c in columns if c.measured}
     body = [
@@ -121,6 +145,11 @@ def render(
         for index, row in enumerate(rows)
     ]  # fmt: skip
     lines = _lines(columns, body)
+    chat = sum(1 for r in rows if r.get("kind") != "embedding")
+    if chat < len(rows):  # the header and its rule, the chat rows, then the heading
+        note = embedding_note(ttft=layout.ttft, tps=layout.tps)
+        heading = _styled([(EMBEDDING_HEADING, "bold"), (note, "dim")])
+        lines[2 + chat : 2 + chat] = [_styled([]), heading]
     if not rows:
         lines.append(_styled([("(no models)", None)]))
     failures = [r for r in rows if r.get("error") and (r["target"], r["model"]) not in running]
@@ -129,6 +158,14 @@ def render(
         lines += [_styled([(f"  {plain(r['model'])} ({plain(r['target'])}): {plain(r['error'])}",
                             None)]) for r in failures]  # fmt: skip
     return _to_string(lines, color=color)
+
+
+def by_kind(rows: Sequence[Row]) -> list[Row]:
+    """Chat rows, then embedding rows, each in the order given (so sorted apart, as on the
+    landing page: an embedding's TTFT is a whole request and its TPS counts input tokens)."""
+    return [r for r in rows if r.get("kind") != "embedding"] + [
+        r for r in rows if r.get("kind") == "embedding"
+    ]
 
 
 def _cell(
@@ -181,6 +218,8 @@ def _text(column: str, value: object) -> str:
         return "—"
     if column == "benchmarked_at":  # RFC 3339 in the exports; easier to read here
         return plain(value).replace("T", " ").split(".")[0].removesuffix("Z") + " UTC"
+    if column == "load_duration_seconds" and isinstance(value, int | float):
+        return format_seconds(value)
     return plain(value)
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from dotenv import dotenv_values
-
+from ometer_exporter.cli.flags import Elsewhere, Parser
 from ometer_exporter.cli.oneshot.screen import isatty
 from ometer_exporter.config.api_keys import checked_key
 from ometer_exporter.config.checks import Checker, ConfigError, show_path
@@ -31,11 +28,11 @@ from ometer_exporter.views import query as queries
 EXIT_OK: Final = 0
 EXIT_NOTHING: Final = 1  # nothing matched, or no target could be reached
 EXIT_USAGE: Final = 2
+EXIT_FAILED: Final = 3  # some models were not measured, or some target could not be reached
 EXIT_INTERRUPTED: Final = 130
 
 DEFAULT_CLOUD_URL: Final = "https://ollama.com"
 CLOUD_TARGET: Final = "cloud"
-DOTENV_FILES: Final = (".env", "~/.env", "~/.config/ometer/.env")
 
 
 def _span(bounds: IntRange) -> str:
@@ -51,7 +48,12 @@ environment (also read from ./.env, ~/.env, ~/.config/ometer/.env; the real one 
   OMETER_PARALLEL        models at once per target, {_span(PARALLEL_RANGE)}
   NO_COLOR               no colours
 
-exit codes: 0 ok, 1 nothing matched or no target reachable, 2 usage or configuration error"""
+exit codes:
+  0  every model was measured (or listed)
+  1  nothing matched, or no target could be reached
+  2  usage or configuration error
+  3  some models failed (or were not measured), or some target could not be reached;
+     the others are shown"""
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,13 @@ _INT_FLAGS: Final = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
+def _serve_parser() -> argparse.ArgumentParser:
+    from ometer_exporter.cli.main import build_parser as serve_parser
+
+    return serve_parser()
+
+
+class _Parser(Parser):
     """An argument parser that checks the integer flags with the configuration's checker."""
 
     def parse_known_args(  # type: ignore[override]
@@ -95,6 +103,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ometer-exporter bench",
+        elsewhere=Elsewhere("ometer-exporter", _serve_parser),
         description="One benchmark cycle in the terminal (OMeter mode). Without --ttft or\n"
         "--tps it lists the models; with them it measures them and fills the table in as\n"
         "each model finishes.",
@@ -181,12 +190,15 @@ def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: Text
         parallel = _env_int(checker, env, "OMETER_PARALLEL", PARALLEL_RANGE) or 1
     if checker.problems:
         raise UsageError(checker.problems)
+    # --history reads the store only: it sends nothing, so it needs no key (nor reads one).
     settings = load_settings(
-        Overrides(config_file=args.config_file, storage_path=args.storage_path), env
+        Overrides(config_file=args.config_file, storage_path=args.storage_path),
+        env,
+        api_keys=not args.history,
     )
     local = tuple(t for t in settings.targets if not t.cloud)
     cloud = tuple(t for t in settings.targets if t.cloud)
-    if settings.config_file is None:
+    if settings.config_file is None and not args.history:
         cloud += _env_cloud_target(checker, env, settings)
     if checker.problems:
         raise UsageError(checker.problems)
@@ -309,27 +321,3 @@ def _prompts(checker: Checker, value: str) -> tuple[str, ...] | None:
         )
         return None
     return prompts
-
-
-# -- .env ------------------------------------------------------------------------------------
-
-
-def parse_dotenv(text: str) -> dict[str, str]:
-    """The variables a ``.env`` text sets, read by python-dotenv: quotes, escapes, ``export``.
-
-    No ``${VAR}`` expansion (the values are taken as written); a name without ``=`` sets nothing.
-    """
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    return {key: value for key, value in values.items() if value is not None}
-
-
-def with_dotenv(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` over ``./.env`` over ``~/.env`` over ``~/.config/ometer/.env``."""
-    home = env.get("HOME") or str(Path.home())
-    merged: dict[str, str] = {}
-    for name in reversed(DOTENV_FILES):
-        path = Path(home, name[2:]) if name.startswith("~/") else Path.cwd() / name
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            merged.update(parse_dotenv(path.read_text(encoding="utf-8")))
-    merged.update(env)
-    return merged

@@ -11,9 +11,12 @@ of one cycle lives here: targets concurrently, ``--parallel`` models at once per
 Environment as OMeter (``ENVIRONMENT_HELP``): ``OLLAMA_LOCAL_BASE_URL`` (else ``OLLAMA_HOST``),
 ``OLLAMA_CLOUD_BASE_URL``, ``OLLAMA_CLOUD_API_KEY`` (a cloud target exists only with a key, or
 when the config file names one), ``OMETER_RUNS``, ``OMETER_PARALLEL``, ``NO_COLOR``; also read
-from ``./.env``, ``~/.env`` and ``~/.config/ometer/.env``, the real environment winning.
+from ``./.env``, ``~/.env`` and ``~/.config/ometer/.env``, the real environment winning (read by
+``cli.main`` for both commands). ``--history`` lives in ``history``, the columns, exports and
+exit code in ``output``.
 
-Exit codes: 0 ok, 1 nothing matched or no target could be reached, 2 usage or configuration.
+Exit codes (``ENVIRONMENT_HELP``): 0 every model measured, 1 nothing matched or no target could
+be reached, 2 usage or configuration, 3 some models failed or some target was not reached.
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import MappingProxyType
 from typing import Final, TextIO
 
+from ometer_exporter.cli.oneshot import output
+from ometer_exporter.cli.oneshot.history import history
 from ometer_exporter.cli.oneshot.options import (
-    CLOUD_TARGET,
     EXIT_NOTHING,
     EXIT_OK,
     EXIT_USAGE,
@@ -39,7 +41,6 @@ from ometer_exporter.cli.oneshot.options import (
     for_oneshot,
     no_target_message,
     parse_options,
-    with_dotenv,
 )
 from ometer_exporter.cli.oneshot.screen import Progress, Screen, collected_warnings, isatty, menu
 from ometer_exporter.client.errors import OllamaError
@@ -49,7 +50,7 @@ from ometer_exporter.loop.scheduler import Scheduler
 from ometer_exporter.loop.selection import target_state, wanted
 from ometer_exporter.measure.results import DiscardReason, ModelResult
 from ometer_exporter.names import match_model
-from ometer_exporter.store.records import ModelEntry, ModelKey, Snapshot, Stored
+from ometer_exporter.store.records import ModelEntry, ModelKey, Record
 from ometer_exporter.store.store import Store
 from ometer_exporter.views import grades, table
 from ometer_exporter.views import query as queries
@@ -66,6 +67,8 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
+    """Run ``bench`` with ``argv`` (its flags); ``env`` is the environment with the ``.env``
+    files already read (``cli.environment.with_dotenv``, as for ``serve``)."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -76,30 +79,19 @@ def main(
             parser.error("--reverse needs --sort (one of " + ", ".join(queries.SORT_KEYS) + ")")
     except SystemExit as exc:  # argparse has printed the problem (or the help)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    environ = with_dotenv(env)
     try:
-        opts = parse_options(args, environ, stdout)
+        opts = parse_options(args, env, stdout)
     except (UsageError, ConfigError) as exc:
         print(f"ometer-exporter bench: {exc}", file=stderr)
         return EXIT_USAGE
 
     if opts.history:
-        names = None
-        if opts.local != opts.cloud:  # one kind asked for: its target names
-            chosen = opts.local_targets if opts.local else opts.cloud_targets
-            names = frozenset(t.name for t in chosen) or frozenset({CLOUD_TARGET})
-        return asyncio.run(_history(opts, names, stdout, stderr))
-
-    local, cloud = opts.local, opts.cloud
-    if not local and not cloud:
-        if not opts.models and isatty(stdin):
-            picked = menu(stdin, stderr, has_cloud=bool(opts.cloud_targets))
-            if picked is None:
-                print("Cancelled.", file=stderr)
-                return EXIT_OK
-            local, cloud = picked
-        else:
-            local = cloud = True
+        return asyncio.run(history(opts, stdout, stderr))
+    picked = _which(opts, stdin, stderr)
+    if picked is None:
+        print("Cancelled.", file=stderr)
+        return EXIT_OK
+    local, cloud = picked
     targets = (opts.local_targets if local else ()) + (opts.cloud_targets if cloud else ())
     if not targets:
         print(f"ometer-exporter bench: {no_target_message(opts, cloud_only=not local)}",
@@ -113,38 +105,14 @@ def main(
     return asyncio.run(_bench(opts, targets, stdout, stderr))
 
 
-def _write_exports(opts: Options, rows: Sequence[export.Row], stdout: TextIO,
-                   stderr: TextIO) -> int:  # fmt: skip
-    for path, encode in ((opts.json_path, export.to_json), (opts.csv_path, export.to_csv)):
-        if path is None:
-            continue
-        text = encode(rows)
-        if path == "-":
-            stdout.write(text if text.endswith("\n") else text + "\n")
-            stdout.flush()
-            continue
-        try:
-            with open(Path(path).expanduser(), "w", encoding="utf-8", newline="") as handle:
-                handle.write(text if text.endswith("\n") else text + "\n")
-        except OSError as exc:
-            print(f"ometer-exporter bench: cannot write {path}: {exc.strerror}", file=stderr)
-            return EXIT_USAGE
-        print(f"wrote {len(rows)} row{'' if len(rows) == 1 else 's'} to {path}", file=stderr)
-    return EXIT_OK
-
-
-def _layout(opts: Options, *, targets: int, runs: int, history: bool = False) -> table.Layout:
-    """Columns of the table; ``history`` adds when each stored result was taken."""
-    measured = opts.measure or history
-    both = not (opts.ttft or opts.tps)
-    return table.Layout(
-        ttft=measured and (opts.ttft or both),
-        tps=measured and (opts.tps or both),
-        runs=runs if opts.verbose and measured else 0,
-        target=targets > 1,
-        inventory=True,
-        benchmarked_at=history,
-    )
+def _which(opts: Options, stdin: TextIO, stderr: TextIO) -> tuple[bool, bool] | None:
+    """(local, cloud): the flags; with neither, the menu when there is a choice to make (both
+    kinds of target exist, a terminal, no ``--model``), else both. None: cancelled."""
+    if opts.local or opts.cloud:
+        return opts.local, opts.cloud
+    if opts.local_targets and opts.cloud_targets and not opts.models and isatty(stdin):
+        return menu(stdin, stderr)
+    return True, True
 
 
 # -- one cycle -------------------------------------------------------------------------------
@@ -152,7 +120,7 @@ def _layout(opts: Options, *, targets: int, runs: int, history: bool = False) ->
 
 @dataclass
 class _Run:
-    """What the run knows while it goes: what is selected, queued, running.
+    """What the run knows while it goes: what is selected, queued, running, measured.
 
     It is the cycle's ``CycleProgress``: each report updates the sets, then ``on_change``
     redraws (with the model that just finished, if one did).
@@ -164,7 +132,9 @@ class _Run:
     selected: list[ModelKey] = field(default_factory=list)
     queued: set[ModelKey] = field(default_factory=set)
     running: list[ModelKey] = field(default_factory=list)
-    previous: dict[ModelKey, export.Row] = field(default_factory=dict)
+    measured: set[ModelKey] = field(default_factory=set)  # finished with a good run
+    unreached: list[str] = field(default_factory=list)  # targets discovery could not reach
+    previous: dict[ModelKey, Record] = field(default_factory=dict)  # stored before this run
     on_change: Callable[[ModelKey | None], None] = lambda finished: None
 
     def rows(self) -> list[export.Row]:
@@ -185,8 +155,24 @@ class _Run:
             color=self.opts.color,
             queued=frozenset(self.queued),
             running=frozenset(self.running),
-            previous=self.previous,
+            previous=self.comparable_previous(),
         )
+
+    def comparable_previous(self) -> dict[ModelKey, export.Row]:
+        """The stored results an arrow may compare this run's with (``grades.comparable``:
+        the same URL and method); a model measured otherwise before gets no arrow."""
+        out: dict[ModelKey, export.Row] = {}
+        for key, old in self.previous.items():
+            entry = self.store.snapshot.models.get(key)
+            new = entry.benchmark if entry is not None else None
+            if new is not None and grades.comparable(new, old, new_target=key[0],
+                                                     old_target=key[0]):  # fmt: skip
+                out[key] = export.row(ModelEntry(*key, benchmark=old))
+        return out
+
+    def failed(self) -> list[ModelKey]:
+        """Selected models without a good run: failed, left out, or never reached."""
+        return [key for key in self.selected if key not in self.measured]
 
     def started(self, target: str, model: str) -> None:
         self.queued.discard((target, model))
@@ -199,6 +185,8 @@ class _Run:
     def finished(self, target: str, model: str, result: ModelResult | None) -> None:
         if result is not None and not result.success and result.first_error is None:
             _explain_discarded(target, model, result.discarded)
+        if result is not None and result.success:
+            self.measured.add((target, model))
         self.running.remove((target, model))
         self.on_change((target, model))
 
@@ -216,14 +204,16 @@ async def _bench(
             if code is not None:
                 return code
             show_table = not opts.to_stdout
-            layout = _layout(opts, targets=len(targets),
-                             runs=max(t.benchmark.runs for t in targets))  # fmt: skip
-            if opts.measure and await _measure(run, scheduler, layout, stdout, stderr):
+            columns = output.layout(opts, targets=len(targets),
+                                    runs=max(t.benchmark.runs for t in targets))  # fmt: skip
+            if opts.measure and await _measure(run, scheduler, columns, stdout, stderr):
                 show_table = False  # the live table is on the screen already
             if show_table:
-                stdout.write(run.text(layout) + "\n")
+                stdout.write(run.text(columns) + "\n")
                 stdout.flush()
-            return _write_exports(opts, run.rows(), stdout, stderr)
+            code = output.write_exports(opts, run.rows(), stdout, stderr)
+            failed = run.failed() if opts.measure else []
+            return code or output.outcome(failed, len(run.selected), run.unreached, stderr)
 
 
 def _select(run: _Run, found: Sequence[list[str] | OllamaError], stderr: TextIO) -> int | None:
@@ -234,6 +224,7 @@ def _select(run: _Run, found: Sequence[list[str] | OllamaError], stderr: TextIO)
     for t, tags in zip(run.targets, found, strict=True):
         if isinstance(tags, OllamaError):
             print(f"ometer-exporter bench: cannot reach {t.name} ({t.url}): {tags}", file=stderr)
+            run.unreached.append(t.name)
     if not reached:
         return EXIT_NOTHING
     run.selected = [(t.name, name) for t, tags in reached for name in tags if wanted(t, name)]
@@ -304,67 +295,18 @@ def _explain_discarded(target: str, model: str, discarded: Mapping[DiscardReason
 
 async def _previous(
     targets: Sequence[TargetSettings], storage: StorageSettings, keys: Sequence[ModelKey]
-) -> dict[ModelKey, export.Row]:
-    """The latest stored result of each model before this run: what the arrows compare with."""
+) -> dict[ModelKey, Record]:
+    """The latest stored result of each model before this run: what the arrows compare with
+    (when comparable: ``_Run.comparable_previous``)."""
     store = Store(storage.path, retention=storage.retention)
     try:
         store.set_targets(target_state(t) for t in targets)
         await store.restore()
         wanted_keys = set(keys)
         return {
-            key: export.row(entry)
+            key: entry.benchmark
             for key, entry in store.snapshot.models.items()
             if key in wanted_keys and entry.benchmark is not None
         }
     finally:
         await store.close()
-
-
-# -- --history -------------------------------------------------------------------------------
-
-
-async def _history(
-    opts: Options, names: frozenset[str] | None, stdout: TextIO, stderr: TextIO
-) -> int:
-    storage = opts.settings.storage
-    stored: list[Stored] = []
-    if await asyncio.to_thread(Path(storage.path).is_dir):  # reading must not create a store
-        store = Store(storage.path, retention=storage.retention)
-        try:
-            stored = await store.history()  # oldest first
-        finally:
-            await store.close()
-    picked = [
-        (target, model, bench, inventory)
-        for target, model, bench, inventory in stored
-        if (names is None or target in names)
-        and (not opts.models or any(match_model(q, model) for q in opts.models))
-    ]
-    if not picked:
-        what = f" matching {', '.join(map(repr, opts.models))}" if opts.models else ""
-        print(f"no stored results{what} in {storage.path}", file=stderr)
-        return EXIT_NOTHING if opts.models else EXIT_OK
-    latest: dict[ModelKey, ModelEntry] = {}
-    previous: dict[ModelKey, export.Row] = {}
-    for target, model, bench, inventory in picked:
-        if (target, model) in latest:
-            previous[(target, model)] = export.row(latest[(target, model)])
-        latest[(target, model)] = ModelEntry(target, model, inventory=inventory, benchmark=bench)
-    if opts.verbose:  # every stored result, oldest first within each model
-        rows = export.sort_rows(
-            [export.row(ModelEntry(t, m, inventory=i, benchmark=b), verbose=True)
-             for t, m, b, i in picked],
-            opts.sort,
-            reverse=opts.reverse,
-        )  # fmt: skip
-    else:
-        snapshot = Snapshot(0, MappingProxyType({}), MappingProxyType(latest))
-        rows = export.rows(snapshot, queries.Query(sort=opts.sort, reverse=opts.reverse))
-    if not opts.to_stdout:
-        runs = max(len(b.run_ttft) for _, _, b, _ in picked)
-        layout = _layout(opts, targets=len({t for t, _ in latest}), runs=runs, history=True)
-        text = table.render(rows, layout, color=opts.color,
-                            previous=None if opts.verbose else previous)  # fmt: skip
-        stdout.write(text + "\n")
-        stdout.flush()
-    return _write_exports(opts, rows, stdout, stderr)

@@ -35,12 +35,12 @@ MENU: Final = (
 )
 
 
-def menu(stdin: TextIO, stderr: TextIO, *, has_cloud: bool) -> tuple[bool, bool] | None:
-    """Ask which targets to use; (local, cloud), or None for Cancel (or end of input)."""
+def menu(stdin: TextIO, stderr: TextIO) -> tuple[bool, bool] | None:
+    """Ask which targets to use; (local, cloud), or None for Cancel (or end of input). Asked
+    only when both kinds of target exist (there is no choice to make otherwise)."""
     print("Record which models?", file=stderr)
-    for number, (label, choice) in enumerate(MENU, 1):
-        note = "" if has_cloud or choice is None or choice[0] else "  (no cloud target configured)"
-        print(f"  {number}) {label}{note}", file=stderr)
+    for number, (label, _) in enumerate(MENU, 1):
+        print(f"  {number}) {label}", file=stderr)
     while True:
         print("Choice [1]: ", end="", file=stderr, flush=True)
         answer = stdin.readline()
