@@ -100,9 +100,9 @@ async def test_bcrypt_is_cached_and_off_the_loop(emulator_factory, start_exporte
     calls = []
     real = webconfig._verify
 
-    def counting(password: bytes, hashed_pw: bytes | None) -> bool:
+    def counting(password: bytes, hashed_pw: bytes | None, dummy: bytes) -> bool:
         calls.append(1)
-        return real(password, hashed_pw)
+        return real(password, hashed_pw, dummy)
 
     monkeypatch.setattr(webconfig, "_verify", counting)
     loop = asyncio.get_running_loop()
