@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ometer_exporter.config.load import load_settings
 from ometer_exporter.config.settings import Overrides
 from ometer_exporter.web.app import EXPORTER, Exporter, Listener, create_app, listen, make_runner
+from ometer_exporter.web.connections import ConnectionGuard
 
 
 @dataclass
@@ -88,6 +89,7 @@ async def start_exporter(tmp_path: Path) -> AsyncIterator[Start]:
         verify: object = True,
         enable_lifecycle: bool = False,
         header_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> Running:
         config = tmp_path / f"config-{len(running)}.yaml"
         config.write_text(yaml_text)
@@ -98,8 +100,9 @@ async def start_exporter(tmp_path: Path) -> AsyncIterator[Start]:
         )
         environ = env or {}
         settings = load_settings(overrides, environ)
+        guard = ConnectionGuard(max_connections) if max_connections else None
         app = create_app(settings, overrides=overrides, env=environ,
-                         enable_lifecycle=enable_lifecycle)  # fmt: skip
+                         enable_lifecycle=enable_lifecycle, guard=guard)  # fmt: skip
         exporter = app[EXPORTER]
         runner = (
             make_runner(app) if header_timeout is None else

@@ -19,6 +19,7 @@ from dataclasses import replace
 import pytest
 from factories import entry, snapshot
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from service import until
 
 from ometer_exporter.store.records import ModelEntry, Snapshot
 from ometer_exporter.views import page, table
@@ -197,3 +198,78 @@ def test_terminal_table_strips_bidi_and_controls() -> None:
     assert "safe?evil?x?[2Jy:latest" in text
     for bad in ("\u202e", "\u2066", "\x1b"):
         assert bad not in text
+
+
+# -- over HTTP, in a running exporter, and after a restart from SQLite ---------------------------
+
+
+def _config(url: str) -> str:
+    return (
+        f"benchmark: {{interval: 1h}}\ntargets:\n  - {{name: local, url: {url}, select: loaded}}\n"
+    )
+
+
+async def _all_views_answer(running, *, present: str, absent: tuple[str, ...] = ()) -> None:
+    for path in ("/metrics", "/export?format=json", "/export?format=csv", "/"):
+        response = await running.http.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+        assert present in response.text, path
+        for name in absent:
+            assert name not in response.text, (path, name)
+    strict_json((await running.http.get("/export")).text)
+
+
+async def test_poisoned_models_in_a_running_exporter(emulator_factory, start_exporter) -> None:
+    from ollama_emulator import chat_model
+
+    emu = await emulator_factory([chat_model()])
+    running = await start_exporter(_config(emu.url))
+    store = running.exporter.store
+    await until(lambda: store.snapshot.targets["local"].up is True, what="discovery")
+    poison = [
+        poisoned("huge:latest", size_bytes=HUGE, parameters=HUGE, vram_bytes=HUGE),
+        poisoned("future:latest", modified_at=1e12),
+        entry("local", "sur\udc00rogate:latest"),
+        poisoned("caps:latest", capabilities=tuple(f"c{i}" for i in range(50_000))),
+    ]
+    models = dict(store.snapshot.models)
+    models.update({(e.target, e.model): e for e in [entry("local", GOOD), *poison]})
+    store._swap(models=models)  # as a parser bug or an older version would leave them
+    started = time.monotonic()
+    healthy = await running.http.get("/-/healthy")  # the event loop is not held by a render
+    assert healthy.status_code == 200
+    await _all_views_answer(running, present=GOOD)
+    assert time.monotonic() - started < 10
+    export = {r["model"]: r for r in strict_json((await running.http.get("/export")).text)}
+    assert export["huge:latest"]["size_bytes"] is None
+    assert export["future:latest"]["modified_at"] is None
+    assert not any("rogate" in name for name in export)
+
+
+async def test_poisoned_rows_in_sqlite_after_a_restart(emulator_factory, start_exporter,
+                                                       tmp_path) -> None:  # fmt: skip
+    import sqlite3
+
+    from ollama_emulator import chat_model
+
+    emu = await emulator_factory([chat_model()])
+    storage = tmp_path / "store"
+    first = await start_exporter(_config(emu.url), storage=storage)
+    await first.stop()
+    good = entry("local", "llama3.2:latest", ttft=0.125)  # listed by the emulator: it stays
+    assert good.benchmark is not None
+    inventory = json.dumps({"family": "llama", "size_bytes": HUGE, "capabilities": ["tools"]})
+    tampered = json.loads(good.benchmark.to_json()) | {"finished_at": "yesterday"}
+    with sqlite3.connect(storage / "ometer.sqlite3") as db:
+        rows_in = [
+            ("local", good.model, good.benchmark.finished_at, good.benchmark.to_json(), None),
+            ("local", "huge:latest", 1.0, good.benchmark.to_json(), inventory),
+            ("local", "typed:latest", 2.0, json.dumps(tampered), None),
+        ]
+        db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?)", rows_in)
+    second = await start_exporter(_config(emu.url), storage=storage)
+    await _all_views_answer(second, present=good.model, absent=("huge:latest", "typed:latest"))
+    text = (await second.http.get("/metrics")).text
+    assert "ometer_store_rows_skipped_total 2\n" in text
+    restored = strict_json((await second.http.get("/export")).text)
+    assert [(r["model"], r["ttft"]) for r in restored] == [(good.model, 0.125)]

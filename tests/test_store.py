@@ -199,8 +199,7 @@ def _rows(e, bad_benchmark=None, bad_inventory=None) -> tuple[str, str]:
     return json.dumps(bench), json.dumps(inventory)
 
 
-async def test_bad_stored_rows_are_skipped_counted_and_never_reach_a_view(tmp_path,
-                                                                          caplog) -> None:  # fmt: skip
+async def test_bad_stored_rows_are_skipped_and_never_reach_a_view(tmp_path, caplog) -> None:
     from factories import snapshot
 
     from ometer_exporter.views.exposition import Exposition

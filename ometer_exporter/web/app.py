@@ -81,11 +81,9 @@ def create_app(
 def make_runner(app: web.Application, *, header_timeout: float = HEADER_TIMEOUT) -> web.AppRunner:
     """The app's runner: the shutdown grace of ``lifecycle``, no access log, the header
     timeout and the short log line per malformed request of ``web.connections``."""
+    # The runner hands its other keyword arguments to every request handler.
     return web.AppRunner(
-        app,
-        shutdown_timeout=SHUTDOWN_GRACE,
-        access_log=None,
-        handler_args=handler_args(header_timeout),
+        app, shutdown_timeout=SHUTDOWN_GRACE, access_log=None, **handler_args(header_timeout)
     )
 
 

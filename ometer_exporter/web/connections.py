@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 HEADER_TIMEOUT: Final = 10.0  # seconds from connect (or the last response) to complete headers
 MAX_CONNECTIONS: Final = 256  # open at once; far below the usual 1,024 file descriptors
@@ -35,13 +36,14 @@ server_log = logging.getLogger("ometer_exporter.web.http")
 
 
 class _ShortLines(logging.Filter):
-    """A malformed request line makes aiohttp log a traceback that repeats the request (twice
-    over, before any auth). Here it is one line: the error's type and its first characters,
-    ASCII-escaped, at most ``_LOG_TEXT`` long."""
+    """A malformed request makes aiohttp log a traceback that repeats the request (twice over,
+    before any auth). Here it is one line: the error's type and its first characters,
+    ASCII-escaped, at most ``_LOG_TEXT`` long. Other errors (a bug in a handler) keep their
+    traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None:
+        if isinstance(exc, HttpProcessingError):
             text = ascii(str(exc))[1:-1]
             if len(text) > _LOG_TEXT:
                 text = text[:_LOG_TEXT] + "…"
@@ -56,7 +58,7 @@ server_log.addFilter(_ShortLines())
 
 
 def handler_args(header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
-    """Keyword arguments of aiohttp's request handlers (``web.AppRunner(handler_args=…)``)."""
+    """Keyword arguments of aiohttp's request handlers (``web.AppRunner(app, **…)``)."""
     return {"keepalive_timeout": header_timeout, "logger": server_log}
 
 
