@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from factories import entry, snapshot
@@ -33,7 +34,7 @@ HUGE = 10**400  # 401 digits: float() raises OverflowError
 GOOD = "good:latest"
 
 
-def poisoned(model: str, **inventory: object) -> ModelEntry:
+def poisoned(model: str, **inventory: Any) -> ModelEntry:
     base = entry("local", model)
     assert base.inventory is not None
     return replace(base, inventory=replace(base.inventory, **inventory))
@@ -116,16 +117,14 @@ def test_oversized_counter_and_non_finite_values_are_absent() -> None:
 
 
 def test_a_model_whose_lines_fail_is_left_out_and_logged_once(monkeypatch, caplog) -> None:
-    import ometer_exporter.views.exposition as exposition
-
-    original = exposition.model_samples
+    from ometer_exporter.views.series import model_samples as original
 
     def broken(e: ModelEntry, dropped: list[str] | None = None):  # a bug in one model's data
         if e.model == "buggy:latest":
             raise RuntimeError("cannot render this one")
         return original(e, dropped)
 
-    monkeypatch.setattr(exposition, "model_samples", broken)
+    monkeypatch.setattr("ometer_exporter.views.exposition.model_samples", broken)
     renderer = Exposition()
     entries = [entry("local", GOOD), entry("local", "buggy:latest")]
     before = RENDER_ERRORS.counts().get("metrics", 0)
@@ -240,7 +239,7 @@ async def test_poisoned_models_in_a_running_exporter(emulator_factory, start_exp
     assert healthy.status_code == 200
     await _all_views_answer(running, present=GOOD)
     assert time.monotonic() - started < 10
-    export = {r["model"]: r for r in strict_json((await running.http.get("/export")).text)}
+    export = {str(r["model"]): r for r in strict_json((await running.http.get("/export")).text)}
     assert export["huge:latest"]["size_bytes"] is None
     assert export["future:latest"]["modified_at"] is None
     assert not any("rogate" in name for name in export)

@@ -168,7 +168,7 @@ async def test_inventory_is_stored_with_each_result(tmp_path) -> None:
 
 # -- stored rows are input too: checked on restore ----------------------------------------------
 
-BAD_BENCHMARKS = {
+BAD_BENCHMARKS: dict[str, dict[str, object]] = {
     "wrong type": {"finished_at": "yesterday"},
     "huge integer": {"started_at": 10**400},
     "year 10000": {"finished_at": 253_402_300_800.0 + 86400},
@@ -178,7 +178,7 @@ BAD_BENCHMARKS = {
     "runs not a list": {"run_ttft": "0.1,0.2"},
     "nan in runs": {"run_tokens_per_second": [1.0, float("nan")]},
 }
-BAD_INVENTORIES = {
+BAD_INVENTORIES: dict[str, dict[str, object]] = {
     "huge size": {"size_bytes": 10**400},
     "negative parameters": {"parameters": -5},
     "float vram": {"vram_bytes": 1.5},
@@ -214,7 +214,10 @@ async def test_bad_stored_rows_are_skipped_and_never_reach_a_view(tmp_path, capl
     assert good.benchmark is not None
     await store.persist("local", "good:latest", good.benchmark)
     await store.close()
-    cases = [(f"b-{i}:latest", bad, None) for i, bad in enumerate(BAD_BENCHMARKS.values())]
+    Case = tuple[str, dict[str, object] | None, dict[str, object] | None]
+    cases: list[Case] = [
+        (f"b-{i}:latest", bad, None) for i, bad in enumerate(BAD_BENCHMARKS.values())
+    ]
     cases += [(f"i-{i}:latest", None, bad) for i, bad in enumerate(BAD_INVENTORIES.values())]
     with sqlite3.connect(tmp_path / "ometer.sqlite3") as db:
         for model, bad_benchmark, bad_inventory in cases:
