@@ -117,10 +117,12 @@ def _model_lines(entry: ModelEntry) -> list[str]:
 
 
 def _encoded_lines(entry: ModelEntry) -> list[bytes]:
-    """A model's lines as UTF-8, or none at all when they cannot be rendered: one model never
-    takes ``/metrics`` down (``views.isolation``). A lone surrogate in a label becomes ``?``."""
+    """A model's lines as UTF-8, or none at all when they cannot be rendered or encoded (a lone
+    surrogate in a label): one model never takes ``/metrics`` down (``views.isolation``). Not
+    replaced by ``?``: the name could then collide with another model's, and a duplicate series
+    fails the whole scrape."""
     try:
-        return [text.encode("utf-8", "replace") for text in _model_lines(entry)]
+        return [text.encode("utf-8") for text in _model_lines(entry)]
     except Exception as exc:  # defense in depth: whatever went wrong is this model's alone
         RENDER_ERRORS.failed("metrics", entry.target, entry.model, exc)
         return [b""] * len(MODEL_SPECS)
