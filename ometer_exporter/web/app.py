@@ -115,9 +115,15 @@ async def listen(
         raise RuntimeError("listen after runner.setup()")
     guard = runner.app[GUARD]
     loop = asyncio.get_running_loop()
-    listening = await loop.create_server(
-        guard.factory(server), host, port, ssl=ssl_context, reuse_address=True
-    )
+    # A TLS handshake comes before the request handler exists (the guard cannot count it yet):
+    # it gets the header timeout too, not asyncio's 60 s.
+    factory = guard.factory(server)
+    if ssl_context is None:
+        listening = await loop.create_server(factory, host, port, reuse_address=True)
+    else:
+        listening = await loop.create_server(factory, host, port, reuse_address=True,
+                                             ssl=ssl_context,
+                                             ssl_handshake_timeout=HEADER_TIMEOUT)  # fmt: skip
     return Listener(listening)
 
 

@@ -7,7 +7,8 @@ not pushed back by incoming bytes, and closes the connection if no complete requ
 by then. So ``keepalive_timeout=HEADER_TIMEOUT`` bounds a connection that never finishes its
 headers (or dribbles them) and an idle keep-alive connection alike. The price: a scraper's
 keep-alive connection is closed after 10 s of idleness, so a scrape every 15 s or more opens
-a new connection each time (a TCP handshake on a path that serves cached bytes).
+a new connection each time (a TCP handshake on a path that serves cached bytes). A TLS handshake
+comes before the handler exists; ``app.listen`` gives it the same bound.
 
 aiohttp has no connection limit either: ``ConnectionGuard`` wraps the protocol factory. When a
 new connection would exceed ``MAX_CONNECTIONS`` it closes the oldest connections that are not
