@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ometer_exporter.config.load import load_settings
 from ometer_exporter.config.settings import Overrides
-from ometer_exporter.web.app import EXPORTER, Exporter, create_app
+from ometer_exporter.web.app import EXPORTER, Exporter, Listener, create_app, listen, make_runner
+from ometer_exporter.web.connections import ConnectionGuard
 
 
 @dataclass
@@ -25,12 +26,14 @@ class Running:
     http: httpx.AsyncClient
     config: Path
     runner: web.AppRunner
+    listener: Listener
     stopped: bool = False
 
     async def stop(self) -> None:
         if not self.stopped:
             self.stopped = True
             await self.http.aclose()
+            self.listener.close()
             await self.runner.cleanup()  # the app's lifecycle stops the exporter
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -84,6 +87,9 @@ async def start_exporter(tmp_path: Path) -> AsyncIterator[Start]:
         env: dict[str, str] | None = None,
         web_config: Path | None = None,
         verify: object = True,
+        enable_lifecycle: bool = False,
+        header_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> Running:
         config = tmp_path / f"config-{len(running)}.yaml"
         config.write_text(yaml_text)
@@ -94,18 +100,22 @@ async def start_exporter(tmp_path: Path) -> AsyncIterator[Start]:
         )
         environ = env or {}
         settings = load_settings(overrides, environ)
-        app = create_app(settings, overrides=overrides, env=environ)
+        guard = ConnectionGuard(max_connections) if max_connections else None
+        app = create_app(settings, overrides=overrides, env=environ,
+                         enable_lifecycle=enable_lifecycle, guard=guard)  # fmt: skip
         exporter = app[EXPORTER]
-        runner = web.AppRunner(app)
+        runner = (
+            make_runner(app) if header_timeout is None else
+            make_runner(app, header_timeout=header_timeout)
+        )  # fmt: skip
         await runner.setup()
         tls = exporter.web_config.ssl_context
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-        await site.start()
-        port = runner.addresses[0][1]
+        listener = await listen(runner, "127.0.0.1", 0, ssl_context=tls)
+        port = listener.addresses[0][1]
         url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         await exporter.wait_ready()
         http = httpx.AsyncClient(base_url=url, timeout=10, verify=verify)  # type: ignore[arg-type]
-        result = Running(exporter, url, http, config, runner)
+        result = Running(exporter, url, http, config, runner, listener)
         running.append(result)
         return result
 

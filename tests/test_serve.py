@@ -60,7 +60,8 @@ async def test_serve_answers_reloads_and_stops_on_sigterm(
     caplog.set_level(logging.INFO)
     emu = await emulator_factory()
     overrides = overrides_for(tmp_path, emu.url)
-    task = asyncio.create_task(serve(load_settings(overrides, {}), overrides=overrides, env={}))
+    task = asyncio.create_task(serve(load_settings(overrides, {}), overrides=overrides, env={},
+                                     enable_lifecycle=True))  # fmt: skip
     url = f"http://{overrides.listen_address}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=5) as http:

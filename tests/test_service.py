@@ -208,7 +208,7 @@ async def test_restart_restores_and_skips_the_immediate_cycle(
 
 async def test_reload_good_and_bad(emulator_factory, start_exporter) -> None:
     emu = await emulator_factory(models(), time_scale=0.01)
-    running = await start_exporter(config(emu.url, select="loaded"))
+    running = await start_exporter(config(emu.url, select="loaded"), enable_lifecycle=True)
     text = config(emu.url, select="loaded").replace("num_predict: 32", "num_predict: 64")
     running.config.write_text(text)
     response = await running.http.post("/-/reload")

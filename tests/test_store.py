@@ -6,6 +6,7 @@ import dataclasses
 import sqlite3
 import time
 
+import pytest
 from factories import entry
 
 from ometer_exporter.store.records import Method, TargetState
@@ -188,3 +189,166 @@ async def test_a_record_keeps_the_target_url_without_credentials(tmp_path) -> No
     [(_, _, stored, _)] = await restored.history()
     assert stored.url == "http://gpu-box:11434"
     await restored.close()
+
+
+# -- stored rows are input too: checked on restore ----------------------------------------------
+
+BAD_BENCHMARKS: dict[str, dict[str, object]] = {
+    "wrong type": {"finished_at": "yesterday"},
+    "huge integer": {"started_at": 10**400},
+    "year 10000": {"finished_at": 253_402_300_800.0 + 86400},
+    "negative ttft": {"ttft": -1.0},
+    "not a bool": {"success": "yes"},
+    "unknown kind": {"kind": "video"},
+    "runs not a list": {"run_ttft": "0.1,0.2"},
+    "nan in runs": {"run_tokens_per_second": [1.0, float("nan")]},
+}
+BAD_INVENTORIES: dict[str, dict[str, object]] = {
+    "huge size": {"size_bytes": 10**400},
+    "negative parameters": {"parameters": -5},
+    "float vram": {"vram_bytes": 1.5},
+    "capability not text": {"capabilities": ["tools", 7]},
+    "too many capabilities": {"capabilities": [f"c{i}" for i in range(50_000)]},
+    "year 10000": {"modified_at": 1e12},
+}
+
+
+def _rows(e, bad_benchmark=None, bad_inventory=None) -> tuple[str, str]:
+    import json
+
+    bench = json.loads(e.benchmark.to_json())
+    bench.update(bad_benchmark or {})
+    inventory = json.loads(json.dumps(dataclasses.asdict(e.inventory)))
+    inventory.update(bad_inventory or {})
+    # Python's json writes 10**400 as digits and NaN as NaN: what a tampered file can hold.
+    return json.dumps(bench), json.dumps(inventory)
+
+
+async def test_bad_stored_rows_are_skipped_and_never_reach_a_view(tmp_path, caplog) -> None:
+    from factories import snapshot
+
+    from ometer_exporter.views.exposition import Exposition
+    from ometer_exporter.views.page import render
+    from ometer_exporter.views.query import Query
+    from ometer_exporter.views.rows import rows, to_json
+
+    good = entry("local", "good:latest")
+    store = Store(tmp_path)
+    store.set_targets([target()])
+    store._snapshot = snapshot([good])
+    assert good.benchmark is not None
+    await store.persist("local", "good:latest", good.benchmark)
+    await store.close()
+    Case = tuple[str, dict[str, object] | None, dict[str, object] | None]
+    cases: list[Case] = [
+        (f"b-{i}:latest", bad, None) for i, bad in enumerate(BAD_BENCHMARKS.values())
+    ]
+    cases += [(f"i-{i}:latest", None, bad) for i, bad in enumerate(BAD_INVENTORIES.values())]
+    with sqlite3.connect(tmp_path / "ometer.sqlite3") as db:
+        for model, bad_benchmark, bad_inventory in cases:
+            bench, inventory = _rows(entry("local", model), bad_benchmark, bad_inventory)
+            db.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?)",
+                       ("local", model, time.time(), bench, inventory))  # fmt: skip
+        db.execute("INSERT INTO results VALUES ('local', 'blob:latest', 1, X'00', NULL)")
+
+    restored = Store(tmp_path)
+    restored.set_targets([target()])
+    await restored.restore()
+    snap = restored.snapshot
+    assert set(snap.models) == {("local", "good:latest")}
+    assert snap.rows_skipped == len(cases) + 1
+    assert "finished_at: str, not a number" in caplog.text
+    assert "started_at: too large for a float" in caplog.text
+    assert "run_tokens_per_second: nan is out of range" in caplog.text
+    assert (
+        "size_bytes: 1000000000000000000000000000000000000000… (401 characters) is out of "
+        "range" in caplog.text
+    )
+    # Ten rows are logged one by one, the rest summed up: a tampered file cannot flood the log.
+    assert caplog.text.count("skipping a stored result") == 10
+    assert f"skipped {len(cases) + 1} stored results in all (5 more not shown)" in caplog.text
+    body = await Exposition().render(snap, openmetrics=False, gzip=False)
+    assert f"ometer_store_rows_skipped_total {len(cases) + 1}\n".encode() in body
+    assert [r["model"] for r in rows(snap, Query())] == ["good:latest"]
+    to_json(rows(snap, Query()))
+    assert "good:latest" in render(snap, version="t")
+    await restored.close()
+
+
+async def test_database_and_directory_are_private(tmp_path) -> None:
+    import os
+    import stat
+
+    data = tmp_path / "data"
+    store = Store(data)
+    store.set_targets([target()])
+    bench = entry("local", "m:latest").benchmark
+    assert bench is not None
+    old = os.umask(0o022)  # the usual umask: files 0644, directories 0755 unless made otherwise
+    try:
+        await store.persist("local", "m:latest", bench)
+    finally:
+        os.umask(old)
+    await store.close()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "ometer.sqlite3").stat().st_mode) == 0o600
+    # An older file, readable by everyone, is made private on the next start.
+    (data / "ometer.sqlite3").chmod(0o644)
+    again = Store(data)
+    again.set_targets([target()])
+    await again.restore()
+    await again.close()
+    assert stat.S_IMODE((data / "ometer.sqlite3").stat().st_mode) == 0o600
+
+
+async def test_journal_files_are_private_too(tmp_path) -> None:
+    """SQLite gives its journal the database file's mode: seen while a write is open."""
+    import os
+    import stat
+
+    store = Store(tmp_path)
+    store.set_targets([target()])
+    bench = entry("local", "m:latest").benchmark
+    assert bench is not None
+    await store.persist("local", "m:latest", bench)
+    db = store._db
+    assert db is not None and db._conn is not None
+    db._conn.execute("BEGIN IMMEDIATE")
+    db._conn.execute("DELETE FROM results")
+    journal = tmp_path / "ometer.sqlite3-journal"
+    assert journal.exists()
+    assert stat.S_IMODE(os.stat(journal).st_mode) == 0o600
+    db._conn.rollback()
+    await store.close()
+
+
+@pytest.mark.parametrize("where", ["directory", "file"])
+async def test_a_symlink_in_the_data_directory_is_refused(tmp_path, caplog, where) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = tmp_path / "data"
+    if where == "directory":
+        data.symlink_to(elsewhere, target_is_directory=True)
+        pointed = data
+    else:
+        data.mkdir()
+        pointed = data / "ometer.sqlite3"
+        pointed.symlink_to(elsewhere / "victim")
+    store = Store(data)
+    store.set_targets([target()])
+    await store.restore()
+    bench = entry("local", "m:latest").benchmark
+    assert bench is not None
+    await store.persist("local", "m:latest", bench)
+    await store.close()
+    assert f"{pointed} is a symlink; refusing to follow it" in caplog.text
+    assert "kept in memory only" in caplog.text
+    assert list(elsewhere.iterdir()) == []  # nothing was written where the link points
+
+
+def test_every_stored_field_has_a_restore_rule() -> None:
+    """A field without a rule would be dropped on restore: every one is checked and kept."""
+    from ometer_exporter.store.records import INVENTORY_RULES, RECORD_RULES, Inventory, Record
+
+    assert set(RECORD_RULES) == {f.name for f in dataclasses.fields(Record)}
+    assert set(INVENTORY_RULES) == {f.name for f in dataclasses.fields(Inventory)}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import logging
 import ssl
 import subprocess
 import time
@@ -14,6 +17,7 @@ import pytest
 from ollama_emulator import chat_model
 
 from ometer_exporter.cli.main import main
+from ometer_exporter.web.app import GUARD
 
 ENDPOINTS = ["/metrics", "/export", "/", "/-/healthy", "/-/ready"]
 
@@ -100,9 +104,9 @@ async def test_bcrypt_is_cached_and_off_the_loop(emulator_factory, start_exporte
     calls = []
     real = webconfig._verify
 
-    def counting(password: bytes, hashed_pw: bytes | None) -> bool:
+    def counting(password: bytes, hashed_pw: bytes | None, dummy: bytes) -> bool:
         calls.append(1)
-        return real(password, hashed_pw)
+        return real(password, hashed_pw, dummy)
 
     monkeypatch.setattr(webconfig, "_verify", counting)
     loop = asyncio.get_running_loop()
@@ -141,3 +145,148 @@ def test_bad_web_config_exits_2_listing_problems(tmp_path, capsys) -> None:
     assert "cannot load cert_file /no/such.crt" in err
     assert "basic_auth_users.alice: not a bcrypt hash" in err
     assert "plaintext-password" not in err
+
+
+# -- the server's own limits -------------------------------------------------------------------
+
+
+async def _connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def _closed_after(reader: asyncio.StreamReader, within: float) -> float:
+    """Seconds until the server closes the connection (EOF or reset); fails after ``within``."""
+    started = time.monotonic()
+    try:
+        data = await asyncio.wait_for(reader.read(65536), timeout=within)
+    except ConnectionResetError:
+        data = b""
+    assert data == b"", data[:200]
+    return time.monotonic() - started
+
+
+async def test_half_sent_and_dripped_requests_are_closed_at_the_header_timeout(
+    emulator_factory, start_exporter
+) -> None:
+    emu = await emulator_factory([chat_model()])
+    running = await start_exporter(config(emu.url), header_timeout=0.5)
+    half_reader, half = await _connect(running.url)
+    half.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    drip_reader, drip = await _connect(running.url)
+
+    async def dribble() -> None:  # a byte every 50 ms: data keeps coming, headers never end
+        with contextlib.suppress(ConnectionError):
+            for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+                drip.write(bytes([byte]))
+                await drip.drain()
+                await asyncio.sleep(0.05)
+
+    dribbler = asyncio.create_task(dribble())
+    waited = await asyncio.gather(_closed_after(half_reader, 5), _closed_after(drip_reader, 5))
+    dribbler.cancel()
+    for writer in (half, drip):
+        writer.close()
+    # Closed at the timeout (0.5 s, aiohttp rounds its timers up to the next second past 5 s
+    # only), not held open: without the timeout both would stay open for an hour.
+    assert all(0.3 < w < 2.0 for w in waited), waited
+    assert (await running.http.get("/metrics")).status_code == 200
+
+
+async def test_idle_connections_past_the_cap_do_not_stop_a_scrape(
+    emulator_factory, start_exporter
+) -> None:
+    emu = await emulator_factory([chat_model()])
+    running = await start_exporter(config(emu.url), max_connections=8)
+    idle = [await _connect(running.url) for _ in range(30)]
+    for _, writer in idle:
+        writer.write(b"GET / HTTP/1.1\r\n")  # half-sent: each holds a descriptor
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=running.url, timeout=5) as fresh:
+        response = await fresh.get("/metrics")
+    assert response.status_code == 200 and 'target="local"' in response.text
+    assert time.monotonic() - started < 2.0
+    closed = 0
+    for reader, writer in idle:
+        try:
+            data = await asyncio.wait_for(reader.read(1), timeout=0.2)
+            closed += data == b""
+        except ConnectionResetError:
+            closed += 1
+        except TimeoutError:
+            pass
+        writer.close()
+    guard = running.runner.app[GUARD]
+    assert closed >= 30 - 8 + 1  # the oldest idle ones made room (for the scrape too)
+    assert guard.evicted == closed and guard.refused == 0
+
+
+async def test_a_malformed_request_line_is_one_short_log_line(emulator_factory, start_exporter,
+                                                              caplog) -> None:  # fmt: skip
+    emu = await emulator_factory([chat_model()])
+    running = await start_exporter(config(emu.url))
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await _connect(running.url)
+    nasty = b"GET /\x01\x1b[2J" + b"A" * 4000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(nasty)
+    answer = await asyncio.wait_for(reader.read(65536), timeout=5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 400")
+    lines = [r for r in caplog.records if r.name.startswith(("aiohttp", "ometer_exporter.web"))]
+    assert len(lines) == 1, [r.getMessage()[:200] for r in lines]
+    message = lines[0].getMessage()
+    assert lines[0].exc_info is None and lines[0].exc_text is None  # no traceback
+    assert len(message) < 300 and "\x1b" not in message and "AAAAAAAAAA" * 20 not in message
+
+
+# -- POST /-/reload -----------------------------------------------------------------------------
+
+
+async def test_reload_needs_the_lifecycle_flag(emulator_factory, start_exporter) -> None:
+    emu = await emulator_factory([chat_model()])
+    off = await start_exporter(config(emu.url))
+    refused = await off.http.post("/-/reload")
+    assert refused.status_code == 403
+    assert "--web.enable-lifecycle" in refused.text and "SIGHUP" in refused.text
+    on = await start_exporter(config(emu.url), enable_lifecycle=True)
+    assert (await on.http.post("/-/reload")).status_code == 200
+    host = on.url.removeprefix("http://")
+    same = await on.http.post("/-/reload", headers={"Origin": on.url})
+    assert same.status_code == 200
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):  # fmt: skip
+        response = await on.http.post("/-/reload", headers=headers)
+        assert response.status_code == 403, headers
+        assert "Cross-site reload refused" in response.text
+    assert host  # the same-origin case above used this host
+
+
+def test_main_has_the_lifecycle_flag() -> None:
+    from ometer_exporter.cli.main import build_parser
+
+    assert build_parser().parse_args(["--web.enable-lifecycle"]).enable_lifecycle is True
+    assert build_parser().parse_args([]).enable_lifecycle is False
+
+
+# -- auth timing -------------------------------------------------------------------------------
+
+
+async def test_unknown_user_costs_as_much_as_the_costliest_user() -> None:
+    from ometer_exporter.web.auth import BasicAuth, cost, dummy_hash
+
+    users = {"cheap": hashed("a", rounds=4).encode(), "dear": hashed("b", rounds=12).encode()}
+    assert cost(dummy_hash(users)) == 12
+    assert cost(dummy_hash({})) == 10
+    auth = BasicAuth(users)
+
+    async def timed(user: str, password: str) -> float:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        started = time.perf_counter()
+        assert await auth.check(f"Basic {token}") is False
+        return time.perf_counter() - started
+
+    wrong_password = await timed("dear", "wrong")
+    unknown_user = await timed("nobody", "wrong")
+    # Both pay cost 12 (~0.2-0.4 s); a fixed cost 10 would be a quarter of it.
+    assert unknown_user > 0.6 * wrong_password, (unknown_user, wrong_password)

@@ -61,6 +61,9 @@ def build_parser() -> Parser:
                         help="address to listen on (default :9877)")  # fmt: skip
     parser.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
                         help="exporter-toolkit web configuration (TLS, basic auth)")  # fmt: skip
+    parser.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                        help="allow POST /-/reload (off by default, as in Prometheus; SIGHUP "
+                        "always reloads)")  # fmt: skip
     parser.add_argument("--storage.path", dest="storage_path", metavar="DIR",
                         help="directory for stored results (default ./ometer-data)")  # fmt: skip
     parser.add_argument("--log.level", dest="log_level", choices=LOG_LEVELS,
@@ -138,7 +141,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     from ometer_exporter.web.app import serve
 
     try:
-        asyncio.run(serve(settings, overrides=overrides, env=environ))
+        asyncio.run(serve(settings, overrides=overrides, env=environ,
+                          enable_lifecycle=args.enable_lifecycle))  # fmt: skip
     except OSError as exc:  # e.g. the listen address is taken
         logging.getLogger("ometer_exporter").error("cannot serve: %s", exc)
         return 1

@@ -1,18 +1,61 @@
-"""The SQLite file behind the store: one row per model cycle, kept for the retention period."""
+"""The SQLite file behind the store: one row per model cycle, kept for the retention period.
+
+The data directory is created 0700 and the database file 0600 (SQLite gives its journal the
+file's mode): results name the models and servers a site runs. A symlink in their place (the
+directory or the file) is refused: the store would write wherever it points. Like every other
+storage failure this is an error in the log and the results are kept in memory only.
+
+Every stored row is checked on the way in as input from a server is (``Record.from_json``,
+``Inventory.from_json``): a row with a wrong type or a value out of range is skipped, counted
+(``rows_skipped``) and logged (the first few; then one line saying how many).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import stat
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from ometer_exporter.store.records import Inventory, Record, Stored
+from ometer_exporter.store.records import MAX_TEXT, Inventory, Record, Stored
 
 log = logging.getLogger(__name__)
+
+_LOGGED_SKIPS: Final = 10  # bad rows logged one by one per read; the rest are summed up
+_SIDE_FILES: Final = ("-journal", "-wal", "-shm")
+
+
+class UnsafePath(OSError):
+    """A symlink where the data directory or the database file should be."""
+
+
+def _refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise UnsafePath(f"{path} is a symlink; refusing to follow it (use the real path)")
+
+
+def prepare(path: Path) -> None:
+    """The directory (0700 when created) and the database file (0600), neither a symlink."""
+    directory = path.parent
+    _refuse_symlink(directory)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for candidate in (path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
+        _refuse_symlink(candidate)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafePath(f"{path} is not a regular file")
+        if mode & 0o077:  # an older file, or one made by hand: results are not for everyone
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class Database:
@@ -31,12 +74,13 @@ class Database:
         self.retention = retention
         self._conn: sqlite3.Connection | None = None
         self._broken = False
+        self.rows_skipped = 0  # stored rows refused when read (``ometer_store_rows_skipped``)
 
     def _connect(self) -> sqlite3.Connection | None:
         if self._conn is not None or self._broken:
             return self._conn
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            prepare(self.path)
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
             for statement in self._SCHEMA:
                 conn.execute(statement)
@@ -44,6 +88,10 @@ class Database:
             if "inventory" not in columns:  # a file written before inventories were kept
                 conn.execute("ALTER TABLE results ADD COLUMN inventory TEXT")
             conn.commit()
+        except UnsafePath as exc:
+            log.error("storage unusable: %s; results are kept in memory only", exc)
+            self._broken = True
+            return None
         except (sqlite3.Error, OSError) as exc:
             log.warning("storage %s unusable (%s); results are kept in memory only", self.path, exc)
             self._broken = True
@@ -92,17 +140,34 @@ class Database:
             log.warning("could not read stored results from %s: %s", self.path, exc)
             return []
         out: list[Stored] = []
+        skipped = 0
         for target, model, text, inventory in rows:
             try:
-                record = Record.from_json(text)
-                inv = Inventory.from_json(inventory) if inventory else None
+                out.append(_stored(target, model, text, inventory))
             except (ValueError, TypeError) as exc:
-                log.warning("skipping an unreadable stored result of %s: %s", model, exc)
-                continue
-            out.append((str(target), str(model), record, inv))
+                skipped += 1
+                if skipped <= _LOGGED_SKIPS:
+                    log.warning("skipping a stored result of %s on %s: %s",
+                                ascii(model)[:120], ascii(target)[:120], exc)  # fmt: skip
+        if skipped > _LOGGED_SKIPS:
+            log.warning("skipped %d stored results in all (%d more not shown)",
+                        skipped, skipped - _LOGGED_SKIPS)  # fmt: skip
+        self.rows_skipped += skipped
         return out
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _stored(target: Any, model: Any, text: Any, inventory: Any) -> Stored:
+    """One row, checked: names are text, the JSON columns are checked by ``from_json``."""
+    for what, value in (("target", target), ("model", model)):
+        if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+            raise ValueError(f"{what}: not a name")
+    if not isinstance(text, str) or not (inventory is None or isinstance(inventory, str)):
+        raise ValueError("benchmark/inventory: not JSON text")
+    record = Record.from_json(text)
+    inv = Inventory.from_json(inventory) if inventory else None
+    return target, model, record, inv

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -71,19 +72,142 @@ class Inventory:
 
     @classmethod
     def from_json(cls, text: str) -> Inventory:
-        return cls(**_stored_fields(cls, text, tuples=("capabilities",)))
+        return cls(**_stored_fields(cls, text, INVENTORY_RULES))
 
 
-def _stored_fields(cls: type, text: str, *, tuples: tuple[str, ...]) -> dict[str, Any]:
-    """A stored JSON object's known fields (unknown ones, from a newer version, are dropped)."""
+def _stored_fields(cls: type, text: str, rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """A stored JSON object's known fields, each checked as input from a server would be:
+    type and range (``rules``); unknown ones, from a newer version, are dropped. Raises
+    ValueError naming the first bad field, so the row is skipped."""
     raw = json.loads(text)
     if not isinstance(raw, dict):
         raise ValueError("not an object")
     known = {f.name for f in fields(cls)}
-    data = {k: v for k, v in raw.items() if k in known}
-    for key in tuples:
-        data[key] = tuple(data.get(key) or ())
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in known:
+            try:
+                data[key] = rules[key](value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{key}: {exc}") from None
     return data
+
+
+# -- the checks of a stored row (``Record.from_json``, ``Inventory.from_json``) ----------------
+
+Rule = Callable[[Any], Any]  # returns the checked value, raises ValueError/TypeError
+
+MAX_TIMESTAMP: Final = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second datetime holds
+MAX_COUNT: Final = 2**63 - 1  # bytes, parameters, tokens: what SQLite and every consumer hold
+MAX_TEXT: Final = 1024  # names, families, quantization levels, capabilities
+MAX_ERROR: Final = 65_536  # an error message
+MAX_ITEMS: Final = 1024  # capabilities of a model, runs of a cycle
+
+
+def _a_float(value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{type(value).__name__}, not a number")
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ValueError("too large for a float") from None
+    if not math.isfinite(result) or not low <= result <= high:
+        raise ValueError(f"{_short(value)} is out of range ({low} to {high})")
+    return result
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"
+
+
+def _optional(rule: Rule) -> Rule:
+    return lambda value: None if value is None else rule(value)
+
+
+def _text(limit: int) -> Rule:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{type(value).__name__}, not a string")
+        if len(value) > limit:
+            raise ValueError(f"{len(value)} characters, more than {limit}")
+        value.encode("utf-8")  # a lone surrogate is no text
+        return value
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{type(value).__name__}, not true or false")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{type(value).__name__}, not an integer")
+    if not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"{_short(value)} is out of range (0 to 2**63-1)")
+    return value
+
+
+def _items(rule: Rule) -> Rule:
+    def check(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"{type(value).__name__}, not a list")
+        if len(value) > MAX_ITEMS:
+            raise ValueError(f"{len(value)} items, more than {MAX_ITEMS}")
+        return tuple(rule(item) for item in value)
+
+    return check
+
+
+def _kind(value: Any) -> str:
+    if value not in ("chat", "embedding"):
+        raise ValueError(f"{_short(value)} is not chat or embedding")
+    return str(value)
+
+
+_TIME: Final[Rule] = lambda value: _a_float(value, 0.0, MAX_TIMESTAMP)  # noqa: E731
+_SECONDS: Final[Rule] = _optional(lambda value: _a_float(value, 0.0))  # durations, rates
+_NAME: Final = _text(MAX_TEXT)
+INVENTORY_RULES: Final[Mapping[str, Rule]] = {
+    "family": _NAME,
+    "parameter_size": _NAME,
+    "quantization_level": _NAME,
+    "format": _NAME,
+    "parameters": _optional(_count),
+    "context_length": _optional(_count),
+    "size_bytes": _optional(_count),
+    "modified_at": _optional(_TIME),
+    "capabilities": _items(_NAME),
+    "loaded": _optional(_bool),
+    "vram_bytes": _optional(_count),
+    "wanted": _bool,
+    "select_all": _bool,
+}
+RECORD_RULES: Final[Mapping[str, Rule]] = {
+    "kind": _kind,
+    "started_at": _TIME,
+    "finished_at": _TIME,
+    "success": _bool,
+    "ttft": _SECONDS,
+    "time_to_first_content": _SECONDS,
+    "tokens_per_second": _SECONDS,
+    "client_tokens_per_second": _SECONDS,
+    "prompt_tokens_per_second": _SECONDS,
+    "request_duration": _SECONDS,
+    "queue_wait": _optional(_a_float),  # total - load - prompt_eval - eval: may dip below 0
+    "load_duration": _SECONDS,
+    "error_type": _optional(_NAME),
+    "error": _optional(_text(MAX_ERROR)),
+    "run_ttft": _items(_SECONDS),
+    "run_tokens_per_second": _items(_SECONDS),
+    "prompt_set": _NAME,
+    "num_predict": _optional(_count),
+    "think": _NAME,
+    "url": _text(MAX_ERROR),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +286,7 @@ class Record:
 
     @classmethod
     def from_json(cls, text: str) -> Record:
-        return cls(**_stored_fields(cls, text, tuples=("run_ttft", "run_tokens_per_second")))
+        return cls(**_stored_fields(cls, text, RECORD_RULES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +403,7 @@ class Snapshot:
     targets: Mapping[str, TargetState]
     models: Mapping[ModelKey, ModelEntry]
     config_reload_ok: bool = True
+    rows_skipped: int = 0  # stored rows refused on restore (``ometer_store_rows_skipped_total``)
 
 
 EMPTY_SNAPSHOT: Final = Snapshot(0, MappingProxyType({}), MappingProxyType({}))

@@ -83,6 +83,7 @@ class Store:
         targets: Mapping[str, TargetState] | None = None,
         models: Mapping[ModelKey, ModelEntry] | None = None,
         config_reload_ok: bool | None = None,
+        rows_skipped: int | None = None,
     ) -> Snapshot:
         old = self._snapshot
         self._snapshot = Snapshot(
@@ -90,6 +91,7 @@ class Store:
             targets=MappingProxyType(dict(targets)) if targets is not None else old.targets,
             models=MappingProxyType(dict(models)) if models is not None else old.models,
             config_reload_ok=old.config_reload_ok if config_reload_ok is None else config_reload_ok,
+            rows_skipped=old.rows_skipped if rows_skipped is None else rows_skipped,
         )
         return self._snapshot
 
@@ -235,7 +237,8 @@ class Store:
     # -- persistence -------------------------------------------------------------------------
 
     async def restore(self) -> None:
-        """Load each model's latest stored benchmark (before the loop starts)."""
+        """Load each model's latest stored benchmark (before the loop starts). Every row is
+        checked as input from a server is (``Database``): a bad one is skipped and counted."""
         if self._db is None:
             return
         rows = await asyncio.to_thread(self._db.latest)
@@ -252,7 +255,7 @@ class Store:
                 last_success=bench.finished_at if bench.success else None,
                 load_duration=bench.load_duration,
             )
-        self._swap(models=models)
+        self._swap(models=models, rows_skipped=self._db.rows_skipped)
 
     async def persist(self, target: str, model: str, bench: Record) -> None:
         """Write a result, with the model's inventory as it is now, in a worker thread."""

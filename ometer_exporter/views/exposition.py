@@ -17,6 +17,7 @@ from typing import Final
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from ometer_exporter.store.records import ModelEntry, ModelKey, Snapshot
+from ometer_exporter.views.isolation import RENDER_ERRORS
 from ometer_exporter.views.reference import openmetrics_latest, text_latest
 from ometer_exporter.views.series import (
     BOUNDS,
@@ -24,11 +25,14 @@ from ometer_exporter.views.series import (
     LOOP_LAG,
     MODEL_SPECS,
     RELOAD_OK,
+    RENDER_ERRORS_SPEC,
+    ROWS_SKIPPED,
     TARGET_SPECS,
     Sample,
     Spec,
     bucket_label,
     model_samples,
+    render_error_samples,
     sample_text,
     self_samples,
     target_samples,
@@ -81,30 +85,47 @@ def _model_lines(entry: ModelEntry) -> list[str]:
     """One string per model family (empty when the model has no such series).
 
     The same sample lines serve the text format and OpenMetrics (only headers differ). The
-    ``target``/``model`` label pairs are escaped once per model, not once per sample.
+    ``target``/``model`` label pairs are escaped once per model, not once per sample. Lines are
+    collected in lists and joined once: linear in the number of samples (a model with 50,000
+    capabilities costs 50,000 lines, not 50,000 growing copies of one string).
     """
-    lines = [""] * len(MODEL_SPECS)
-    samples, hists = model_samples(entry)
+    parts: list[list[str]] = [[] for _ in MODEL_SPECS]
+    dropped: list[str] = []
+    samples, hists = model_samples(entry, dropped)
     base = f'target="{_escape(entry.target)}",model="{_escape(entry.model)}"'
     families = _MODEL_FAMILY
     for spec, labels, value in samples:
         index, name, extra = families[spec.name]
         if extra:
             pairs = "".join(f',{k}="{_escape(v)}"' for k, v in zip(extra, labels[2:], strict=True))
-            lines[index] += f"{name}{{{base}{pairs}}} {sample_text(value)}\n"
+            parts[index].append(f"{name}{{{base}{pairs}}} {sample_text(value)}\n")
         else:
-            lines[index] += f"{name}{{{base}}} {sample_text(value)}\n"
+            parts[index].append(f"{name}{{{base}}} {sample_text(value)}\n")
     for spec, _labels, hist in hists:
         name = spec.name
         cumulative = 0
-        parts = []
+        lines = parts[_MODEL_INDEX[name]]
         for le, count in zip(_LE[name], hist.counts, strict=True):
             cumulative += count
-            parts.append(f'{name}_bucket{{{base},le="{le}"}} {cumulative}\n')
-        parts.append(f"{name}_count{{{base}}} {hist.count}\n")
-        parts.append(f"{name}_sum{{{base}}} {sample_text(hist.total)}\n")
-        lines[_MODEL_INDEX[name]] += "".join(parts)
-    return lines
+            lines.append(f'{name}_bucket{{{base},le="{le}"}} {cumulative}\n')
+        lines.append(f"{name}_count{{{base}}} {hist.count}\n")
+        lines.append(f"{name}_sum{{{base}}} {sample_text(hist.total)}\n")
+    if dropped:
+        cause = "samples left out (not a finite number)"
+        RENDER_ERRORS.left_out("metrics", entry.target, entry.model, cause, ", ".join(dropped))
+    return ["".join(family) for family in parts]
+
+
+def _encoded_lines(entry: ModelEntry) -> list[bytes]:
+    """A model's lines as UTF-8, or none at all when they cannot be rendered or encoded (a lone
+    surrogate in a label): one model never takes ``/metrics`` down (``views.isolation``). Not
+    replaced by ``?``: the name could then collide with another model's, and a duplicate series
+    fails the whole scrape."""
+    try:
+        return [text.encode("utf-8") for text in _model_lines(entry)]
+    except Exception as exc:  # defense in depth: whatever went wrong is this model's alone
+        RENDER_ERRORS.failed("metrics", entry.target, entry.model, exc)
+        return [b""] * len(MODEL_SPECS)
 
 
 def _lines(samples: Iterable[Sample], specs: tuple[Spec, ...], *, openmetrics: bool) -> str:
@@ -226,7 +247,7 @@ class Exposition:
             cached = models.get(key)
             if cached is not None and cached.entry is entry:
                 continue
-            lines = [text.encode("utf-8", "replace") for text in _model_lines(entry)]
+            lines = _encoded_lines(entry)
             if cached is None:
                 shard = self._place(key)
                 models[key] = _Model(entry, lines, shard)
@@ -291,7 +312,7 @@ class Exposition:
                 segments.append((shard, index))
         per_target = [s for t in snap.targets.values() for s in target_samples(t)]
         tail = _lines(per_target, TARGET_SPECS, openmetrics=openmetrics) + _lines(
-            self_samples(snap, None), (BUILD, RELOAD_OK), openmetrics=openmetrics
+            self_samples(snap, None), (BUILD, RELOAD_OK, ROWS_SKIPPED), openmetrics=openmetrics
         )
         return _Plan(
             generation=snap.generation,
@@ -364,11 +385,12 @@ class Exposition:
     def live_text(self, *, openmetrics: bool) -> bytes:
         """The per-scrape part: loop lag and prometheus_client's process/platform/GC metrics."""
         lag = self._loop_lag() if self._loop_lag is not None else None
-        own = (
-            _lines([(LOOP_LAG, (), lag)], (LOOP_LAG,), openmetrics=openmetrics).encode()
-            if lag is not None
-            else b""
-        )
+        own_samples = [(LOOP_LAG, (), lag)] if lag is not None else []
+        own = _lines(
+            [*own_samples, *render_error_samples()],
+            (LOOP_LAG, RENDER_ERRORS_SPEC),
+            openmetrics=openmetrics,
+        ).encode()
         if openmetrics:
             return own + openmetrics_latest(self._live)  # ends with "# EOF"
         return own + text_latest(self._live)

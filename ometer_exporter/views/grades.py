@@ -23,8 +23,12 @@ Grade = Literal["good", "fair", "poor"]
 
 TREND_TOLERANCE: Final = 0.05  # a change within 5 % is no change (→)
 
-# C0/C1 controls and DEL: a model name or error text from a server must not move the cursor.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0/C1 controls and DEL: a model name or error text from a server must not move the cursor;
+# bidirectional overrides, embeddings, isolates and marks (U+202E turns the rest of a line
+# around), line and paragraph separators, and lone surrogates (no terminal can print them).
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 # -- grades (shared with the landing page) ------------------------------------------------------
@@ -137,5 +141,5 @@ def format_value(column: str, value: float | None) -> str:
 
 
 def plain(text: object) -> str:
-    """Untrusted text made safe for a terminal: control characters become ``?``."""
+    """Untrusted text made safe for a terminal: control and bidi characters become ``?``."""
     return _CONTROL.sub("?", "" if text is None else str(text))

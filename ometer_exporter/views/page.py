@@ -23,6 +23,7 @@ from typing import Final
 
 from ometer_exporter.store.records import Snapshot, TargetState
 from ometer_exporter.views import grades, page_assets, query, rows
+from ometer_exporter.views.isolation import RENDER_ERRORS
 from ometer_exporter.views.rows import Row
 
 REFRESH_SECONDS: Final = 10
@@ -45,7 +46,7 @@ _e = html.escape  # quote=True: safe in text and in double-quoted attributes
 def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str:
     """The whole page for one snapshot."""
     now = time.time() if now is None else now
-    items = rows.rows(snapshot, query.Query())
+    items = rows.rows(snapshot, query.Query(), view="page")
     targets = sorted(snapshot.targets.values(), key=lambda t: t.name)
     return f"""{_head(version)}
 <main>
@@ -224,11 +225,13 @@ def _body(body_id: str, group: list[Row], graded: Grades, heading: str | None) -
     head = ""
     if heading and group:  # a heading over no rows would say nothing
         head = f'<tr class="group-head"><th colspan="10">{heading}</th></tr>'
-    lines = [
-        _row(r, {name: order[id(r)] for name, order in ranks.items()},
-             graded["ttft"][id(r)], graded["tps"][id(r)])
-        for r in rows.sort_rows(group, DEFAULT_SORT)
-    ]  # fmt: skip
+    lines = []
+    for r in rows.sort_rows(group, DEFAULT_SORT):
+        try:
+            lines.append(_row(r, {name: order[id(r)] for name, order in ranks.items()},
+                              graded["ttft"][id(r)], graded["tps"][id(r)]))  # fmt: skip
+        except Exception as exc:  # one model's row never takes the page down
+            RENDER_ERRORS.failed("page", str(r.get("target")), str(r.get("model")), exc)
     return f'<tbody id="{body_id}" class="rows">{head}{"".join(lines)}</tbody>'
 
 

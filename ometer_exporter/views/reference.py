@@ -26,10 +26,13 @@ from ometer_exporter.views.series import (
     LOOP_LAG,
     MODEL_SPECS,
     RELOAD_OK,
+    RENDER_ERRORS_SPEC,
+    ROWS_SKIPPED,
     TARGET_SPECS,
     Spec,
     buckets,
     model_samples,
+    render_error_samples,
     self_samples,
     target_samples,
 )
@@ -75,10 +78,11 @@ class SnapshotCollector(Collector):
         for target in snap.targets.values():
             for spec, labels, value in target_samples(target):
                 _add(family(spec), spec, labels, value)
-        for spec, labels, value in self_samples(snap, self._loop_lag):
+        for spec, labels, value in [*self_samples(snap, self._loop_lag), *render_error_samples()]:
             _add(family(spec), spec, labels, value)
         order = {s.name: i for i, s in enumerate((*MODEL_SPECS, *TARGET_SPECS, BUILD, RELOAD_OK,
-                                                   LOOP_LAG))}  # fmt: skip
+                                                   ROWS_SKIPPED, LOOP_LAG,
+                                                   RENDER_ERRORS_SPEC))}  # fmt: skip
         yield from sorted(families.values(), key=lambda m: order.get(m.name, 999))
 
 

@@ -17,6 +17,9 @@ from typing import Any, Final
 
 from ometer_exporter.names import match_model
 from ometer_exporter.store.records import ModelEntry, Snapshot, TargetState
+from ometer_exporter.views.isolation import RENDER_ERRORS
+from ometer_exporter.views.isolation import integer as _i
+from ometer_exporter.views.isolation import number as _f
 from ometer_exporter.views.query import SORT_KEYS, Query
 
 OMETER_COLUMNS: Final = (
@@ -53,15 +56,29 @@ COLUMNS: Final = OMETER_COLUMNS + EXTRA_COLUMNS
 Row = dict[str, Any]
 
 
-def rows(snapshot: Snapshot, query: Query) -> list[Row]:
-    """Rows of the latest results, filtered and sorted."""
-    out = [
-        row(entry, verbose=query.verbose, target=snapshot.targets.get(entry.target))
-        for entry in snapshot.models.values()
-        if (not query.targets or entry.target in query.targets)
-        and (not query.models or any(match_model(q, entry.model) for q in query.models))
-    ]
+def rows(snapshot: Snapshot, query: Query, *, view: str = "export") -> list[Row]:
+    """Rows of the latest results, filtered and sorted. A model whose row cannot be made (or
+    holds text that is not valid Unicode) is left out, logged and counted under ``view``."""
+    out: list[Row] = []
+    for entry in snapshot.models.values():
+        try:
+            if query.targets and entry.target not in query.targets:
+                continue
+            if query.models and not any(match_model(q, entry.model) for q in query.models):
+                continue
+            target = snapshot.targets.get(entry.target)
+            out.append(_checked(row(entry, verbose=query.verbose, target=target)))
+        except Exception as exc:  # defense in depth: one model never takes the response down
+            RENDER_ERRORS.failed(view, str(entry.target), str(entry.model), exc)
     return sort_rows(out, query.sort, reverse=query.reverse)
+
+
+def _checked(r: Row) -> Row:
+    """``r`` if every text in it can be encoded as UTF-8 (no lone surrogate); else raises."""
+    for value in r.values():
+        if isinstance(value, str):
+            value.encode("utf-8")
+    return r
 
 
 def sort_rows(items: list[Row], sort: str | None, *, reverse: bool = False) -> list[Row]:
@@ -94,33 +111,35 @@ def row(entry: ModelEntry, *, verbose: bool = False, target: TargetState | None 
     out: Row = {
         "model": entry.model,
         "size": format_size(inv.size_bytes) if inv else None,
-        "context": inv.context_length if inv else None,
+        "context": _i(inv.context_length) if inv else None,
         "quant": inv.quantization_level or None if inv else None,
         "capabilities": ", ".join(inv.capabilities) if inv else None,
         "modified_at": _rfc3339(inv.modified_at) if inv else None,
-        "ttft": ttft,
-        "tps": tps,
+        "ttft": _f(ttft),
+        "tps": _f(tps),
         "error": b.error if b and not b.success else _target_error(target),
         "target": entry.target,
         "kind": b.kind if b else (inv.kind if inv else "chat"),
         "family": inv.family or None if inv else None,
         "parameter_size": inv.parameter_size or None if inv else None,
-        "parameters": inv.parameters if inv else None,
-        "context_length_tokens": inv.context_length if inv else None,
-        "size_bytes": inv.size_bytes if inv else None,
-        "modified_timestamp_seconds": inv.modified_at if inv else None,
+        "parameters": _i(inv.parameters) if inv else None,
+        "context_length_tokens": _i(inv.context_length) if inv else None,
+        "size_bytes": _i(inv.size_bytes) if inv else None,
+        "modified_timestamp_seconds": _f(inv.modified_at) if inv else None,
         "loaded": inv.loaded if inv else None,
-        "vram_bytes": inv.vram_bytes if inv else None,
+        "vram_bytes": _i(inv.vram_bytes) if inv else None,
         "success": b.success if b else None,
         "error_type": b.error_type if b and not b.success else None,
-        "time_to_first_token_seconds": b.ttft if b else None,
-        "time_to_first_content_seconds": b.time_to_first_content if b and not embedding else None,
-        "output_tokens_per_second": b.tokens_per_second if b else None,
-        "client_output_tokens_per_second": b.client_tokens_per_second if b else None,
-        "prompt_tokens_per_second": b.prompt_tokens_per_second if b else None,
-        "load_duration_seconds": entry.load_duration,
-        "request_duration_seconds": b.request_duration if b else None,
-        "queue_wait_seconds": b.queue_wait if b else None,
+        "time_to_first_token_seconds": _f(b.ttft) if b else None,
+        "time_to_first_content_seconds": _f(b.time_to_first_content)
+        if b and not embedding
+        else None,
+        "output_tokens_per_second": _f(b.tokens_per_second) if b else None,
+        "client_output_tokens_per_second": _f(b.client_tokens_per_second) if b else None,
+        "prompt_tokens_per_second": _f(b.prompt_tokens_per_second) if b else None,
+        "load_duration_seconds": _f(entry.load_duration),
+        "request_duration_seconds": _f(b.request_duration) if b else None,
+        "queue_wait_seconds": _f(b.queue_wait) if b else None,
         "benchmarked_at": _rfc3339(b.finished_at) if b else None,
         "last_success_at": _rfc3339(entry.last_success),
         "status": status_of(entry, target),
@@ -130,8 +149,8 @@ def row(entry: ModelEntry, *, verbose: bool = False, target: TargetState | None 
         runs_ttft = b.run_ttft if b else ()
         runs_tps = b.run_tokens_per_second if b else ()
         for i in range(max(len(runs_ttft), len(runs_tps))):
-            out[f"ttft_run_{i + 1}"] = runs_ttft[i] if i < len(runs_ttft) else None
-            out[f"tps_run_{i + 1}"] = runs_tps[i] if i < len(runs_tps) else None
+            out[f"ttft_run_{i + 1}"] = _f(runs_ttft[i]) if i < len(runs_ttft) else None
+            out[f"tps_run_{i + 1}"] = _f(runs_tps[i]) if i < len(runs_tps) else None
     return out
 
 
@@ -140,10 +159,11 @@ def _target_error(target: TargetState | None) -> str | None:
 
 
 def format_size(size: int | None) -> str | None:
-    """OMeter's display size: ``4.7 GB``, ``274 MB`` (decimal units, as Ollama prints them)."""
-    if size is None:
+    """OMeter's display size: ``4.7 GB``, ``274 MB`` (decimal units, as Ollama prints them);
+    None when unknown, or not a finite number (``isolation.number``)."""
+    value = _f(size)
+    if value is None:
         return None
-    value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":
             return f"{value:.0f} {unit}" if unit in ("B", "KB", "MB") else f"{value:.1f} {unit}"
@@ -152,9 +172,15 @@ def format_size(size: int | None) -> str | None:
 
 
 def _rfc3339(ts: float | None) -> str | None:
-    if ts is None or not math.isfinite(ts):
+    """RFC 3339 UTC; None when unknown or not a date ``datetime`` can hold (year 1-9999)."""
+    value = _f(ts)
+    if value is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(value, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def columns_of(items: Sequence[Row]) -> list[str]:
@@ -164,10 +190,20 @@ def columns_of(items: Sequence[Row]) -> list[str]:
     return list(COLUMNS) + extra
 
 
-def to_json(items: Sequence[Row]) -> str:
-    """A list of objects with every key present (null when unknown)."""
+def to_json(items: Sequence[Row], *, view: str = "export") -> str:
+    """A list of objects with every key present (null when unknown). Strict JSON: a row that
+    cannot be encoded (a NaN, a lone surrogate) is left out, logged and counted."""
     cols = columns_of(items)
-    return json.dumps([{c: r.get(c) for c in cols} for r in items], ensure_ascii=False, indent=1)
+    objects = []
+    for r in items:
+        obj = {c: r.get(c) for c in cols}
+        try:
+            json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+            RENDER_ERRORS.failed(view, str(r.get("target")), str(r.get("model")), exc)
+            continue
+        objects.append(obj)
+    return json.dumps(objects, ensure_ascii=False, indent=1, allow_nan=False)
 
 
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
@@ -179,7 +215,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value)
+        return repr(value) if math.isfinite(value) else ""
     text = str(value)
     # A spreadsheet would run a cell that starts like a formula: model names are untrusted.
     if text.startswith(_FORMULA_START):
@@ -187,11 +223,18 @@ def _cell(value: Any) -> str:
     return text
 
 
-def to_csv(items: Sequence[Row]) -> str:
+def to_csv(items: Sequence[Row], *, view: str = "export") -> str:
+    """CSV with a header line; a row that cannot be encoded is left out, logged and counted."""
     cols = columns_of(items)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(cols)
     for r in items:
-        writer.writerow([_cell(r.get(c)) for c in cols])
+        cells = [_cell(r.get(c)) for c in cols]
+        try:
+            "".join(cells).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            RENDER_ERRORS.failed(view, str(r.get("target")), str(r.get("model")), exc)
+            continue
+        writer.writerow(cells)
     return buffer.getvalue()

@@ -24,11 +24,14 @@ from ometer_exporter import __version__
 from ometer_exporter.store.records import (
     TPOT_BUCKETS,
     TTFT_BUCKETS,
+    Counters,
     Histogram,
+    Inventory,
     ModelEntry,
     Snapshot,
     TargetState,
 )
+from ometer_exporter.views.isolation import RENDER_ERRORS, number
 
 CACHED: Final = " Cached: the value comes from the background benchmark loop."
 
@@ -194,6 +197,21 @@ LOOP_LAG = _g(
     "through it).",
     (),
 )
+ROWS_SKIPPED = Spec(
+    "ometer_store_rows_skipped",
+    "counter",
+    "Stored rows refused on restore (a wrong type or a value out of range; see the log).",
+    (),
+)
+RENDER_ERRORS_SPEC = Spec(
+    "ometer_render_errors",
+    "counter",
+    "Models (or single samples with a value that is not a finite number) left out of a view "
+    "because they could not be rendered or encoded (see the log; logged once per model and "
+    "cause).",
+    ("view",),
+)
+VIEWS: Final = ("metrics", "export", "page")
 
 
 def sample_text(value: float) -> str:
@@ -216,14 +234,25 @@ Sample = tuple[Spec, tuple[str, ...], float]
 HistSample = tuple[Spec, tuple[str, ...], Histogram]
 
 
-def model_samples(entry: ModelEntry) -> tuple[list[Sample], list[HistSample]]:
-    """Every series of one model. A series that never had a value is absent, not 0."""
+Put = Callable[..., None]  # put(spec, value, labels=(target, model))
+
+
+def model_samples(
+    entry: ModelEntry, dropped: list[str] | None = None
+) -> tuple[list[Sample], list[HistSample]]:
+    """Every series of one model. A series that never had a value is absent, not 0; so is one
+    whose value is not a finite number (its name is appended to ``dropped``)."""
     m = (entry.target, entry.model)
     out: list[Sample] = []
 
     def put(spec: Spec, value: float | None, labels: tuple[str, ...] = m) -> None:
-        if value is not None:
-            out.append((spec, labels, float(value)))
+        if value is None:
+            return
+        checked = number(value)
+        if checked is not None:
+            out.append((spec, labels, checked))
+        elif dropped is not None:
+            dropped.append(spec.name)
 
     hists: list[HistSample] = []
     b = entry.benchmark
@@ -239,33 +268,41 @@ def model_samples(entry: ModelEntry) -> tuple[list[Sample], list[HistSample]]:
         put(LAST_SUCCESS, entry.last_success)
         put(LAST_RUN, b.finished_at)
     put(LOAD, entry.load_duration)
-    inv = entry.inventory
-    if inv is not None:
-        put(PARAMETERS, inv.parameters)
-        put(CONTEXT, inv.context_length)
-        put(SIZE, inv.size_bytes)
-        put(MODIFIED, inv.modified_at)
-        put(INFO, 1, (*m, inv.family, inv.parameter_size, inv.quantization_level, inv.format))
-        for cap in inv.capabilities:
-            put(CAPABILITY, 1, (*m, cap))
-        if inv.loaded is not None:
-            put(LOADED, 1.0 if inv.loaded else 0.0)
-            put(VRAM, inv.vram_bytes if inv.loaded else None)
-        put(SELECTED, 1.0 if inv.selected else 0.0)
+    if entry.inventory is not None:
+        _inventory_samples(entry.inventory, m, put)
     c = entry.counters
     if c.runs:
-        if c.ttft.count:
-            hists.append((TTFT_HIST, m, c.ttft))
-        if c.tpot.count:
-            hists.append((TPOT_HIST, m, c.tpot))
-        put(RUNS, c.runs)
-        for error_type, count in c.errors:
-            put(ERRORS, count, (*m, error_type))
-        for reason, count in c.discarded:
-            put(DISCARDED, count, (*m, reason))
-        put(OUTPUT_TOKENS, c.output_tokens)
-        put(PROMPT_TOKENS, c.prompt_tokens)
+        for spec, hist in ((TTFT_HIST, c.ttft), (TPOT_HIST, c.tpot)):
+            if hist.count and number(hist.total) is not None:
+                hists.append((spec, m, hist))
+            elif hist.count and dropped is not None:
+                dropped.append(spec.name)
+        _counter_samples(c, m, put)
     return out, hists
+
+
+def _counter_samples(c: Counters, m: tuple[str, str], put: Put) -> None:
+    put(RUNS, c.runs)
+    for error_type, count in c.errors:
+        put(ERRORS, count, (*m, error_type))
+    for reason, count in c.discarded:
+        put(DISCARDED, count, (*m, reason))
+    put(OUTPUT_TOKENS, c.output_tokens)
+    put(PROMPT_TOKENS, c.prompt_tokens)
+
+
+def _inventory_samples(inv: Inventory, m: tuple[str, str], put: Put) -> None:
+    put(PARAMETERS, inv.parameters)
+    put(CONTEXT, inv.context_length)
+    put(SIZE, inv.size_bytes)
+    put(MODIFIED, inv.modified_at)
+    put(INFO, 1, (*m, inv.family, inv.parameter_size, inv.quantization_level, inv.format))
+    for cap in inv.capabilities:
+        put(CAPABILITY, 1, (*m, cap))
+    if inv.loaded is not None:
+        put(LOADED, 1.0 if inv.loaded else 0.0)
+        put(VRAM, inv.vram_bytes if inv.loaded else None)
+    put(SELECTED, 1.0 if inv.selected else 0.0)
 
 
 def target_samples(t: TargetState) -> list[Sample]:
@@ -302,7 +339,15 @@ def self_samples(snap: Snapshot, loop_lag: Callable[[], float] | None) -> list[S
     out: list[Sample] = [
         (BUILD, (__version__,), 1.0),
         (RELOAD_OK, (), 1.0 if snap.config_reload_ok else 0.0),
+        (ROWS_SKIPPED, (), float(snap.rows_skipped)),
     ]
     if loop_lag is not None:
         out.append((LOOP_LAG, (), loop_lag()))
     return out
+
+
+def render_error_samples() -> list[Sample]:
+    """``ometer_render_errors_total`` per view (0 until one fails): rendered with every scrape,
+    since ``/export`` and the page count into it between two snapshots."""
+    counts = RENDER_ERRORS.counts()
+    return [(RENDER_ERRORS_SPEC, (view,), float(counts.get(view, 0))) for view in VIEWS]

@@ -20,9 +20,27 @@ from aiohttp import web
 
 from ometer_exporter.config.web_file import WebConfig
 
-# Checked when the user is unknown, so a wrong user costs as much as a wrong password.
-_DUMMY_HASH: Final = bcrypt.hashpw(b"ometer-exporter", bcrypt.gensalt(rounds=10))
 _CACHE_SIZE: Final = 1024
+_DEFAULT_COST: Final = 10
+_CHECKSUM: Final = "." * 31  # bcrypt's base64 of zero bytes: matches no password
+
+
+def cost(hashed: bytes) -> int | None:
+    """The cost (log2 of the rounds) of a ``$2b$12$…`` hash; None when it is not one."""
+    parts = hashed.split(b"$")
+    if len(parts) < 4 or not parts[2].isdigit():
+        return None
+    value = int(parts[2])
+    return value if 4 <= value <= 31 else None
+
+
+def dummy_hash(users: Mapping[str, bytes]) -> bytes:
+    """Checked when the user is unknown, so a wrong user costs as much as a wrong password of
+    the costliest configured user (a fixed cost would tell a costlier user apart by timing).
+    Made from a fresh salt without hashing: it takes no time to build and matches nothing."""
+    costs = [c for hashed in users.values() if (c := cost(hashed)) is not None]
+    salt = bcrypt.gensalt(rounds=max(costs, default=_DEFAULT_COST))
+    return salt + _CHECKSUM.encode()
 
 
 class BasicAuth:
@@ -30,6 +48,7 @@ class BasicAuth:
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
         self.users = dict(users)
+        self._dummy = dummy_hash(self.users)
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._lock = asyncio.Lock()
 
@@ -51,16 +70,16 @@ class BasicAuth:
             self._cache.move_to_end(key)
             return cached
         async with self._lock:  # one bcrypt at a time: a flood cannot take every core
-            ok = await asyncio.to_thread(_verify, password.encode(), hashed)
+            ok = await asyncio.to_thread(_verify, password.encode(), hashed, self._dummy)
         self._cache[key] = ok
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return ok
 
 
-def _verify(password: bytes, hashed: bytes | None) -> bool:
+def _verify(password: bytes, hashed: bytes | None, dummy: bytes) -> bool:
     try:
-        ok = bcrypt.checkpw(password, hashed or _DUMMY_HASH)
+        ok = bcrypt.checkpw(password, hashed or dummy)
     except ValueError:  # a malformed hash
         return False
     return ok and hashed is not None

@@ -21,6 +21,9 @@ from ometer_exporter.views.rows import rows, to_csv, to_json
 from ometer_exporter.web.lifecycle import EXPORTER
 from ometer_exporter.web.negotiate import accepts_gzip, wants_openmetrics
 
+# ``--web.enable-lifecycle``: whether ``POST /-/reload`` works (off by default, as Prometheus).
+LIFECYCLE_API: Final = web.AppKey("enable_lifecycle", bool)
+
 TEXT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -86,17 +89,42 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
+    """``POST /-/reload``: only with ``--web.enable-lifecycle``, and never from another site's
+    page (a form post carries the browser's cached basic-auth credentials)."""
+    if not request.app[LIFECYCLE_API]:
+        return web.Response(
+            status=403,
+            text="Lifecycle API is not enabled: start with --web.enable-lifecycle to reload "
+            "over HTTP, or send SIGHUP.\n",
+        )
+    if _cross_site(request):
+        return web.Response(status=403, text="Cross-site reload refused.\n")
     problem = await request.app[EXPORTER].reload()
     if problem is not None:
         return web.Response(status=500, text=f"reload failed, old configuration kept:\n{problem}\n")
     return web.Response(text="Reloaded.\n")
 
 
+def _cross_site(request: web.Request) -> bool:
+    """A browser says where a request comes from: ``Sec-Fetch-Site``, or an ``Origin`` whose
+    host is not this one. curl, Prometheus and scripts send neither."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    host = origin.partition("://")[2]
+    return origin == "null" or host.lower() != request.host.lower()
+
+
 async def landing(request: web.Request) -> web.Response:
     snapshot = request.app[EXPORTER].store.snapshot
     text = await asyncio.to_thread(render_landing, snapshot)  # a big table: off the loop
     return web.Response(
-        text=text,
+        # Every model row is checked (``views.isolation``); any other text the page shows
+        # (a server's version string) never fails the page: "?" for what UTF-8 cannot hold.
+        body=text.encode("utf-8", "replace"),
         content_type="text/html",
         charset="utf-8",
         headers={
