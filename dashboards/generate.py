@@ -811,7 +811,27 @@ def exporter() -> list[Json]:
             unit="short",
             bars=True,
             min_interval=COUNTER_WINDOW,
-            width=24,
+            width=12,
+        ),
+        timeseries(
+            "Left out of a view, skipped on restore",
+            "Models (or single samples) a view could not render or encode, by view, and stored "
+            "rows refused on restore: each is logged with its reason; everything else is served.",
+            [
+                query(
+                    f"increase(ometer_render_errors_total{{{EXPORTER}}}[$__rate_interval])",
+                    "{{view}} · {{instance}}",
+                ),
+                query(
+                    f"ometer_store_rows_skipped_total{{{EXPORTER}}}",
+                    "restore skipped · {{instance}}",
+                    ref="B",
+                ),
+            ],
+            unit="short",
+            bars=True,
+            min_interval=COUNTER_WINDOW,
+            width=12,
         ),
     ]
 
