@@ -121,3 +121,52 @@ def test_empty_store() -> None:
     text = page.render(snapshot([]), version=__version__)
     assert "No results yet" in text and 'id="no-rows" class="empty">' in text
     assert f"v{__version__}" in text
+
+
+def test_each_row_and_card_say_where_they_stand() -> None:
+    measured = dataclasses.replace(entry("local", "llama3.2:latest"), status="measured",
+                                   due_at=2_000_000_000.0)  # fmt: skip
+    good = entry("local", "gemma3:4b")
+    assert good.benchmark is not None and good.inventory is not None
+    failed = dataclasses.replace(
+        good,
+        status="failed",
+        benchmark=dataclasses.replace(good.benchmark, success=False, error="runner died",
+                                      finished_at=good.benchmark.finished_at + 600),
+        last_success=good.benchmark.finished_at,
+        inventory=dataclasses.replace(good.inventory, loaded=False),
+    )  # fmt: skip
+    snap = snapshot([measured, failed])
+    targets = {
+        "local": dataclasses.replace(
+            snap.targets["local"],
+            url="http://gpu-box:11434",
+            select="loaded",
+            next_cycle_at=2_000_000_100.0,
+        )
+    }
+    html = page.render(dataclasses.replace(snap, targets=targets), version=__version__)  # fmt: skip
+    card = html[html.index('<article class="target') : html.index("</article>")]
+    assert "http://gpu-box:11434" in card and "select: loaded" in card
+    assert 'data-ts="2000000100.000"' in card  # the next cycle
+    llama = html[html.index('data-model="llama3.2:latest"') :]
+    llama = llama[: llama.index("</tr>")]
+    assert "st-measured" in llama and "in memory" in llama and 'data-ts="2000000000.000"' in llama
+    gemma = html[html.index('data-model="gemma3:4b"') :]
+    gemma = gemma[: gemma.index("</tr>")]
+    assert "st-failed" in gemma and "last success" in gemma and "in memory" not in gemma
+    assert 'id="hint"' not in html  # numbers exist: nothing to explain
+
+
+def test_an_empty_leaderboard_explains_itself() -> None:
+    idle = dataclasses.replace(ModelEntry("local", "llama3.2:latest"), status="not_loaded",
+                               inventory=entry("local", "x").inventory)  # fmt: skip
+    assert idle.inventory is not None
+    idle = dataclasses.replace(idle, inventory=dataclasses.replace(idle.inventory, loaded=False))
+    snap = snapshot([idle])
+    html = page.render(snap, version=__version__)
+    hint = html[html.index('id="hint"') :]
+    assert "select: loaded" in hint and "ollama run" in hint and "select: all" in hint
+    down = {"local": dataclasses.replace(snap.targets["local"], up=False, error="refused")}
+    html = page.render(dataclasses.replace(snap, targets=down), version=__version__)
+    assert "cannot be reached" in html[html.index('id="hint"') :]

@@ -206,13 +206,17 @@ async def test_restart_restores_and_skips_the_immediate_cycle(
     assert second.exporter.scheduler.workers["local"].cycles == 0
 
 
-async def test_reload_good_and_bad(emulator_factory, start_exporter) -> None:
+async def test_reload_good_and_bad(emulator_factory, start_exporter, caplog) -> None:
+    caplog.set_level("INFO", logger="ometer_exporter")
     emu = await emulator_factory(models(), time_scale=0.01)
     running = await start_exporter(config(emu.url, select="loaded"), enable_lifecycle=True)
     text = config(emu.url, select="loaded").replace("num_predict: 32", "num_predict: 64")
-    running.config.write_text(text)
+    running.config.write_text(text + "  - name: other\n    url: http://127.0.0.1:9\n")
     response = await running.http.post("/-/reload")
     assert response.status_code == 200
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reload: ")]
+    assert "reload: target local changed: num_predict 32 → 64" in said
+    assert any(line.startswith("reload: target added: other: http://127.0.0.1:9") for line in said)
     m = await running.metrics()
     assert sample(m, "ometer_benchmark_config_info", target="local", prompt_set="default",
                   num_predict="64", think="auto") == 1  # fmt: skip
@@ -422,8 +426,10 @@ async def test_a_failed_cycle_keeps_the_last_good_values(emulator_factory,
     assert good is not None
     emu.add_fault(LLAMA, Fault(kind="status", status=500, message="runner died", times=-1))
     await until(
-        lambda: (e := running.exporter.store.snapshot.models[("local", LLAMA)]).benchmark
-        is not None and not e.benchmark.success,
+        lambda: (
+            (e := running.exporter.store.snapshot.models[("local", LLAMA)]).benchmark is not None
+            and not e.benchmark.success
+        ),
         what="a failed cycle",
     )
     m = await running.metrics()
