@@ -10,6 +10,8 @@ from typing import Final, TypeVar
 from ometer_exporter.config.checks import Checker, join_path, kind_of, show
 from ometer_exporter.config.settings import (
     NUM_PREDICT_RANGE,
+    PROMPT_NUM_PREDICT_RANGE,
+    PROMPT_TOKENS_RANGE,
     RUNS_RANGE,
     BenchmarkSettings,
     ThinkMode,
@@ -21,7 +23,8 @@ _T = TypeVar("_T")
 TIMEOUT_KEYS: Final = ("connect", "first_byte", "idle", "total")
 BENCHMARK_KEYS: Final = (
     "interval", "jitter", "idle_before", "runs", "prompts", "num_predict",
-    "temperature", "seed", "think", "unload_after", "timeouts",
+    "temperature", "seed", "think", "unload_after", "timeouts", "prompt_tokens",
+    "prompt_num_predict",
 )  # fmt: skip
 _THINK_MODES: Final[dict[str, ThinkMode]] = {"auto": "auto", "true": "true", "false": "false"}
 
@@ -46,6 +49,8 @@ class BenchmarkPatch:
     think: ThinkMode | None = None
     unload_after: bool | None = None
     timeouts: dict[str, float] = field(default_factory=dict)
+    prompt_tokens: tuple[int, ...] | None = None
+    prompt_num_predict: int | None = None
 
     def apply(self, base: BenchmarkSettings) -> BenchmarkSettings:
         t = self.timeouts
@@ -60,6 +65,8 @@ class BenchmarkPatch:
             seed=first(self.seed, base.seed),
             think=first(self.think, base.think),
             unload_after=first(self.unload_after, base.unload_after),
+            prompt_tokens=first(self.prompt_tokens, base.prompt_tokens),
+            prompt_num_predict=first(self.prompt_num_predict, base.prompt_num_predict),
             timeouts=Timeouts(
                 connect=t.get("connect", base.timeouts.connect),
                 first_byte=t.get("first_byte", base.timeouts.first_byte),
@@ -98,6 +105,14 @@ def _parse_workload(
     if "num_predict" in section:
         at = join_path(path, "num_predict")
         patch.num_predict = checker.in_range(section["num_predict"], at, NUM_PREDICT_RANGE)
+    if "prompt_tokens" in section:
+        at = join_path(path, "prompt_tokens")
+        patch.prompt_tokens = _lengths(checker, section["prompt_tokens"], at)
+    if "prompt_num_predict" in section:
+        at = join_path(path, "prompt_num_predict")
+        patch.prompt_num_predict = checker.in_range(
+            section["prompt_num_predict"], at, PROMPT_NUM_PREDICT_RANGE
+        )
 
 
 def _parse_request_options(
@@ -126,6 +141,24 @@ def _parse_request_options(
             seconds = checker.duration(value, join_path(at, key))
             if seconds is not None:
                 patch.timeouts[key] = seconds
+
+
+def _lengths(checker: Checker, value: object, path: str) -> tuple[int, ...] | None:
+    """Distinct prompt lengths in tokens, ascending (an empty list turns the axis off)."""
+    if not isinstance(value, list):
+        each = PROMPT_TOKENS_RANGE.allowed
+        checker.wrong_type(path, value, f"a list of prompt lengths, each {each}, e.g. [512, 2048]")
+        return None
+    lengths = [
+        checker.in_range(v, f"{path}[{i}]", PROMPT_TOKENS_RANGE) for i, v in enumerate(value)
+    ]
+    if any(n is None for n in lengths):
+        return None
+    distinct = sorted({n for n in lengths if n is not None})
+    if len(distinct) != len(lengths):
+        checker.add(path, f"{show(value)} repeats a length; allowed: distinct lengths")
+        return None
+    return tuple(distinct)
 
 
 def _jitter(checker: Checker, value: object, path: str) -> float | None:

@@ -54,7 +54,9 @@ def _describe_benchmark(b: BenchmarkSettings) -> str:
         f"{len(b.prompts)} prompts, num_predict {b.num_predict}, temperature {b.temperature:g}, "
         f"seed {b.seed}, think {b.think}, unload_after {str(b.unload_after).lower()}; timeouts: "
         f"connect {format_duration(t.connect)}, first_byte {format_duration(t.first_byte)}, "
-        f"idle {format_duration(t.idle)}, total {format_duration(t.total)}"
+        f"idle {format_duration(t.idle)}, total {format_duration(t.total)}; prompt lengths: "
+        f"{', '.join(map(str, b.prompt_tokens)) or 'none'}"
+        f"{f' (num_predict {b.prompt_num_predict})' if b.prompt_tokens else ''}"
     )
 
 

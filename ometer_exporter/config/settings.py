@@ -48,6 +48,10 @@ class BenchmarkSettings:
     think: ThinkMode = "auto"
     unload_after: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # The prompt-length axis (opt-in): prompt sizes in tokens, each measured after the regular
+    # runs with ``prompt_num_predict`` output tokens (this axis measures prefill).
+    prompt_tokens: tuple[int, ...] = ()
+    prompt_num_predict: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,8 @@ NUM_PREDICT_RANGE: Final = IntRange(
     100_000,
     " (fewer than 8 output tokens never give a tokens/s figure: such runs are discarded)",
 )
+PROMPT_TOKENS_RANGE: Final = IntRange(16, 1_048_576)  # benchmark.prompt_tokens, each
+PROMPT_NUM_PREDICT_RANGE: Final = IntRange(1, 1024)  # benchmark.prompt_num_predict
 PARALLEL_RANGE: Final = IntRange(1, 10)  # bench --parallel, OMETER_PARALLEL
 # bench --runs and OMETER_RUNS: a quick terminal check keeps OMeter's narrower 1-3.
 ONESHOT_RUNS_RANGE: Final = IntRange(1, 3)

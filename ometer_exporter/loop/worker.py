@@ -93,6 +93,7 @@ class TargetWorker:
         self._cloud_models: frozenset[str] = frozenset()  # pass-through models of a local server
         self._due: dict[str, float] = {}  # model -> Unix time it is next due
         self._waiting: set[str] = set()  # loaded, due models waiting for their quiet period
+        self._tokens_per_word: dict[str, float] = {}  # the prompt-length axis's calibration
         self._next_cycle = 0.0  # Unix time
         self._failures = 0  # consecutive failed cycles
         self._failed_polls = 0
@@ -434,18 +435,22 @@ class TargetWorker:
         An attempt that met someone else's request (contended) only counts its runs."""
         target = self.target
         entry = self.store.snapshot.models.get((target.name, model))
-        caps = entry.inventory.capabilities if entry and entry.inventory else ()
+        inventory = entry.inventory if entry else None
         result = await measure_model(
             self.client,
             model,
-            caps,
+            inventory.capabilities if inventory else (),
             target.benchmark,
             cloud=target.cloud,
             allow_load=allow_load,
             lag_probe=self.lag_probe,
+            trained_context=inventory.context_length if inventory else None,
+            tokens_per_word=self._tokens_per_word.get(model),
         )
         if result is None:
             return None
+        if result.tokens_per_word:
+            self._tokens_per_word[model] = result.tokens_per_word
         log.debug("target %s: %s", target.name, describe_run(result))
         if result.contended:
             self.store.count_only(target.name, result)

@@ -44,6 +44,7 @@ from ometer_exporter.client.replies import ChatStream, EmbedResponse
 from ometer_exporter.config.settings import BenchmarkSettings
 from ometer_exporter.measure.contention import IdleWatch, loaded_entry, queued
 from ometer_exporter.measure.lag import LoopLagProbe
+from ometer_exporter.measure.lengths import OLD_DEFAULT_CONTEXT, measure_lengths, plan_lengths
 from ometer_exporter.measure.results import (
     DiscardReason,
     Kind,
@@ -72,17 +73,20 @@ async def measure_model(
     cloud: bool = False,
     allow_load: bool = True,
     lag_probe: LoopLagProbe | None = None,
+    trained_context: int | None = None,
+    tokens_per_word: float | None = None,
 ) -> ModelResult | None:
     """Benchmark one model on one target; None when it is not loaded and loading is not allowed.
 
     Failures are recorded in the result, never raised: a run that fails is counted with its
-    error type and left out of the aggregates.
+    error type and left out of the aggregates. With ``settings.prompt_tokens`` a loaded local
+    chat model also gets the prompt-length axis (``trained_context`` bounds it;
+    ``tokens_per_word`` is the model's ratio from an earlier cycle, if known).
     """
     caps = frozenset(capabilities)
     kind: Kind = model_kind(caps)
     requests = _Requests(client, model, kind, caps, settings, lag_probe)
     started_at = time.time()
-
     watch: IdleWatch | None = None
     if not cloud:
         try:
@@ -93,17 +97,13 @@ async def measure_model(
     loaded_by_us = watch is not None and not watch.loaded
     if loaded_by_us and not allow_load:
         return None
-
     unload = loaded_by_us and settings.unload_after
-    warmup: RunResult | None = None
+    axis = bool(settings.prompt_tokens) and kind == "chat" and watch is not None
     try:
-        if loaded_by_us:
-            warmup = await requests.run(warmup=True, keep_alive=None, index=0)
-            if not warmup.ok:
-                return ModelResult(model, kind, started_at, time.time(), (), warmup, True)
-            if watch is not None:
-                await watch.went_idle()  # the expiry our warmup set is the one to follow
-        runs = await requests.runs(settings.runs, unload_after_last=unload, watch=watch)
+        warmup, runs, extra = await _attempt(
+            requests, watch, load=loaded_by_us, unload_last=unload and not axis, axis=axis,
+            trained=trained_context, tokens_per_word=tokens_per_word,
+        )  # fmt: skip
     except asyncio.CancelledError:
         # Stopped mid-cycle (SIGTERM, reload, Ctrl-C in the one-shot): still leave the server as we
         # found it, within a second so shutdown stays prompt.
@@ -113,14 +113,83 @@ async def measure_model(
                     await requests.unload()
         raise
     result = ModelResult(
-        model, kind, started_at, time.time(), tuple(runs), warmup, loaded_by_us=loaded_by_us
+        model, kind, started_at, time.time(), tuple(runs), warmup, loaded_by_us, **extra
     )
-    if unload and not result.contended and (len(runs) < settings.runs or not runs[-1].ok):
-        # The run that would have unloaded it failed or never came: leave the server as we
-        # found it anyway. (A model someone started using meanwhile is theirs: it stays.)
+    complete = bool(runs) and len(runs) == settings.runs and runs[-1].ok and not axis
+    if unload and runs and not result.contended and not complete:
+        # The run that would have unloaded it failed, never came, or the prompt-length axis
+        # came after it: leave the server as we found it anyway. (A model someone started
+        # using meanwhile is theirs: it stays.)
         with contextlib.suppress(OllamaError):
             await requests.unload()
     return result
+
+
+async def _attempt(
+    requests: _Requests,
+    watch: IdleWatch | None,
+    *,
+    load: bool,
+    unload_last: bool,
+    axis: bool,
+    trained: int | None,
+    tokens_per_word: float | None,
+) -> tuple[RunResult | None, list[RunResult], dict[str, Any]]:
+    """Warmup (when we load the model), the measured runs, then the prompt-length axis."""
+    warmup: RunResult | None = None
+    if load:
+        warmup = await requests.run(warmup=True, keep_alive=None, index=0)
+        if not warmup.ok:
+            return warmup, [], {}
+        if watch is not None:
+            await watch.went_idle()  # the expiry our warmup set is the one to follow
+    runs = await requests.runs(requests.settings.runs, unload_after_last=unload_last, watch=watch)
+    last = runs[-1] if runs else None
+    if (
+        axis
+        and watch is not None
+        and last is not None
+        and last.ok
+        and "contended" not in (last.discarded)
+    ):
+        return warmup, runs, await _prompt_axis(requests, watch, trained, tokens_per_word)
+    return warmup, runs, {}
+
+
+async def _contended(result: RunResult, watch: IdleWatch) -> RunResult:
+    """``result``, discarded as contended if someone else's request shared the model."""
+    if result.ok and (queued(result) or not await watch.went_idle()):
+        return replace(result, discarded=(*result.discarded, "contended"))
+    return result
+
+
+async def _prompt_axis(
+    requests: _Requests, watch: IdleWatch, trained: int | None, tokens_per_word: float | None
+) -> dict[str, Any]:
+    """The prompt-length axis on the loaded model, against the context it runs with."""
+    s = requests.settings
+    try:
+        entry = await loaded_entry(requests.client, requests.model)
+    except OllamaError:
+        entry = None
+    context = entry.context_length if entry and entry.context_length else OLD_DEFAULT_CONTEXT
+    plans = plan_lengths(
+        s.prompt_tokens, context=context, trained=trained, num_predict=s.prompt_num_predict
+    )
+
+    async def run(content: str, num_predict: int, warmup: bool) -> RunResult:
+        return await requests.run(
+            warmup=warmup, keep_alive=None, index=0, content=content, num_predict=num_predict
+        )
+
+    async def check(result: RunResult) -> RunResult:
+        return await _contended(result, watch)
+
+    calibration, lengths, ratio = await measure_lengths(
+        run, check, plans, runs=s.runs, num_predict=s.prompt_num_predict,
+        tokens_per_word=tokens_per_word,
+    )  # fmt: skip
+    return {"calibration": calibration, "lengths": lengths, "tokens_per_word": ratio}
 
 
 async def _watch(client: OllamaClient, model: str) -> IdleWatch:
@@ -181,8 +250,8 @@ class _Requests:
                 index=index,
                 detect_reload=watch is not None,
             )
-            if watch is not None and result.ok and (queued(result) or not await watch.went_idle()):
-                result = replace(result, discarded=(*result.discarded, "contended"))
+            if watch is not None:
+                result = await _contended(result, watch)
             results.append(result)
             if result.usage_limit or "contended" in result.discarded:
                 break  # the cloud said stop, or the model is in use: more requests only hurt
@@ -192,13 +261,25 @@ class _Requests:
         await self.client.unload(self.model, embedding=self.kind == "embedding")
 
     async def run(
-        self, *, warmup: bool, keep_alive: float | None, index: int, detect_reload: bool = True
+        self,
+        *,
+        warmup: bool,
+        keep_alive: float | None,
+        index: int,
+        detect_reload: bool = True,
+        content: str | None = None,
+        num_predict: int | None = None,
     ) -> RunResult:
+        """One request, retried where safe; ``content`` and ``num_predict`` replace the
+        prompt and output length (the prompt-length axis)."""
         probe_start = time.perf_counter()
         retried: list[ErrorType] = []
         while True:
             try:
-                result = await self._request(warmup=warmup, keep_alive=keep_alive, index=index)
+                result = await self._request(
+                    warmup=warmup, keep_alive=keep_alive, index=index, content=content,
+                    num_predict=num_predict,
+                )  # fmt: skip
                 break
             except OllamaError as exc:
                 delay = _retry_delay(exc, len(retried))
@@ -219,20 +300,31 @@ class _Requests:
         if lag > LOOP_LAG_LIMIT:
             reasons.append("loop_lag")
         eval_count = result.done.eval_count
-        if self.kind == "chat" and (eval_count or 0) < SHORT_OUTPUT_TOKENS:
+        if self.kind == "chat" and num_predict is None and (eval_count or 0) < SHORT_OUTPUT_TOKENS:
             reasons.append("short")
         return replace(result, discarded=tuple(reasons), loop_lag=lag)
 
-    async def _request(self, *, warmup: bool, keep_alive: float | None, index: int) -> RunResult:
+    async def _request(
+        self,
+        *,
+        warmup: bool,
+        keep_alive: float | None,
+        index: int,
+        content: str | None,
+        num_predict: int | None,
+    ) -> RunResult:
         if self.kind == "embedding":
             embedded = await self.client.embed(
                 self.model, [self.prompt(index)], keep_alive=keep_alive
             )
             return _from_embed(embedded, warmup=warmup)
+        options = self.options(warmup=warmup)
+        if num_predict is not None:
+            options["num_predict"] = num_predict
         stream = await self.client.chat(
             self.model,
-            [{"role": "user", "content": self.prompt(index)}],
-            options=self.options(warmup=warmup),
+            [{"role": "user", "content": content or self.prompt(index)}],
+            options=options,
             think=self.think,
             keep_alive=keep_alive,
         )

@@ -127,6 +127,10 @@ class ModelResult:
     runs: tuple[RunResult, ...]  # measured runs, in order
     warmup: RunResult | None = None
     loaded_by_us: bool = False
+    # The prompt-length axis (``measure.lengths``): its calibration request and each length.
+    calibration: RunResult | None = None
+    lengths: tuple[LengthResult, ...] = ()
+    tokens_per_word: float | None = None  # the model's, from the calibration (kept by the loop)
 
     @property
     def good_runs(self) -> list[RunResult]:
@@ -233,7 +237,7 @@ class ModelResult:
     @property
     def contended(self) -> bool:
         """Someone else's request overlapped ours: the attempt is abandoned, tried again later."""
-        return any("contended" in r.discarded for r in self.runs)
+        return any("contended" in r.discarded for r in self._measured())
 
     @property
     def usage_limited(self) -> RunResult | None:
@@ -245,7 +249,7 @@ class ModelResult:
         """Runs left out, by reason (a stalled run that was used after all is not counted)."""
         used = {id(r) for r in self.good_runs}
         counts: dict[DiscardReason, int] = {}
-        for r in self.runs:
+        for r in self._measured():
             for reason in r.discarded:
                 if reason == "loop_lag" and id(r) in used:
                     continue
@@ -255,8 +259,17 @@ class ModelResult:
     def _decode_runs(self) -> list[RunResult]:
         return [r for r in self.good_runs if "short" not in r.discarded]
 
+    @property
+    def ttft_per_1k_tokens(self) -> float | None:
+        """Seconds of TTFT per 1,000 prompt tokens, fitted over the measured lengths."""
+        return ttft_slope(self.lengths)
+
+    def _measured(self) -> list[RunResult]:
+        calibration = [self.calibration] if self.calibration else []
+        return list(self.runs) + calibration + [r for n in self.lengths for r in n.runs]
+
     def _all_runs(self) -> list[RunResult]:
-        return ([self.warmup] if self.warmup else []) + list(self.runs)
+        return ([self.warmup] if self.warmup else []) + self._measured()
 
 
 def _span(start: float | None, end: float | None) -> float | None:
@@ -290,3 +303,62 @@ def _ratio(
             num += n
             den += d
     return num / den * scale if den > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One configured length, as it will be measured: ``tokens`` aimed at, or why not."""
+
+    configured: int
+    tokens: int | None  # None: skipped
+    capped: bool = False
+    skipped: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LengthResult:
+    """One configured length's runs in one cycle."""
+
+    plan: Plan
+    runs: tuple[RunResult, ...] = ()
+
+    @property
+    def good_runs(self) -> list[RunResult]:
+        completed = [r for r in self.runs if r.completed]
+        return [r for r in completed if "loop_lag" not in r.discarded] or completed
+
+    @property
+    def ttft(self) -> float | None:
+        return _median(r.ttft for r in self.good_runs)
+
+    @property
+    def prefill_tokens_per_second(self) -> float | None:
+        return _median(r.prompt_tokens_per_second for r in self.good_runs)
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        counts = [r.done.prompt_eval_count for r in self.good_runs]
+        known = [c for c in counts if c is not None]
+        return round(statistics.median(known)) if known else None
+
+    @property
+    def note(self) -> str:
+        """ "" measured as configured, "capped", or why it was skipped."""
+        if self.plan.skipped:
+            return self.plan.skipped
+        return "capped" if self.plan.capped else ""
+
+
+def ttft_slope(results: Sequence[LengthResult]) -> float | None:
+    """Least-squares slope of TTFT against prompt tokens, in seconds per 1,000 tokens (None
+    with fewer than two measured lengths)."""
+    points = [
+        (float(n), t) for r in results if (n := r.prompt_tokens) is not None and (t := r.ttft)
+    ]
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    return sxy / sxx * 1000.0

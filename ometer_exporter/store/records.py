@@ -207,6 +207,12 @@ RECORD_RULES: Final[Mapping[str, Rule]] = {
     "num_predict": _optional(_count),
     "think": _NAME,
     "url": _text(MAX_ERROR),
+    "length_prompt_tokens": _items(_count),
+    "length_actual_tokens": _items(_optional(_count)),
+    "length_ttft": _items(_SECONDS),
+    "length_prefill_tokens_per_second": _items(_SECONDS),
+    "length_note": _items(_NAME),
+    "ttft_per_1k_prompt_tokens": _optional(_a_float),
 }
 
 
@@ -236,6 +242,14 @@ class Record:
     # The target's URL when it was measured, without credentials; "" when unknown (results
     # stored before the URL was kept).
     url: str = ""
+    # The prompt-length axis, one entry per configured length (parallel tuples): the length,
+    # the median actual prompt tokens, TTFT and prefill rate, and "" / "capped" / why skipped.
+    length_prompt_tokens: tuple[int, ...] = ()
+    length_actual_tokens: tuple[int | None, ...] = ()
+    length_ttft: tuple[float | None, ...] = ()
+    length_prefill_tokens_per_second: tuple[float | None, ...] = ()
+    length_note: tuple[str, ...] = ()
+    ttft_per_1k_prompt_tokens: float | None = None  # fitted over the measured lengths
 
     @classmethod
     def from_result(cls, result: ModelResult, *, method: Method, url: str = "") -> Record:
@@ -266,6 +280,14 @@ class Record:
             num_predict=method.num_predict,
             think=method.think,
             url=url,
+            length_prompt_tokens=tuple(n.plan.configured for n in result.lengths),
+            length_actual_tokens=tuple(n.prompt_tokens for n in result.lengths),
+            length_ttft=tuple(n.ttft for n in result.lengths),
+            length_prefill_tokens_per_second=tuple(
+                n.prefill_tokens_per_second for n in result.lengths
+            ),
+            length_note=tuple(n.note for n in result.lengths),
+            ttft_per_1k_prompt_tokens=result.ttft_per_1k_tokens,
         )
 
     def failed(

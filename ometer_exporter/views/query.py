@@ -13,7 +13,8 @@ from typing import Final
 from ometer_exporter.config.checks import Checker, ConfigError, show
 
 FORMATS: Final = ("json", "csv")
-_PARAMETERS: Final = ("format", "model", "reverse", "sort", "target", "verbose")
+VIEWS: Final = ("models", "prompt_length")  # a row per model, or per model and prompt length
+_PARAMETERS: Final = ("format", "model", "reverse", "sort", "target", "verbose", "view")
 
 
 class ExportError(ConfigError, ValueError):
@@ -44,6 +45,7 @@ class Query:
     sort: str | None = None
     reverse: bool = False
     verbose: bool = False
+    view: str = "models"
 
     @classmethod
     def parse(cls, params: Mapping[str, Sequence[str]]) -> Query:
@@ -66,6 +68,12 @@ class Query:
         if reverse and sort is None:
             checker.problems.append("reverse=1 needs sort= (one of " + ", ".join(SORT_KEYS) + ")")
         verbose = _flag(checker, params, "verbose")
+        view = _one(checker, params, "view") or "models"
+        if view not in VIEWS:
+            checker.problems.append(f"view={show(view)} is not allowed (use {', '.join(VIEWS)})")
+        elif view == "prompt_length" and (sort is not None or verbose):
+            checker.problems.append("view=prompt_length takes no sort= or verbose= (rows come "
+                                    "by target, model and length)")  # fmt: skip
         if checker.problems:
             raise ExportError(checker.problems)
         return cls(
@@ -75,6 +83,7 @@ class Query:
             sort=sort,
             reverse=reverse,
             verbose=verbose,
+            view=view,
         )
 
 

@@ -183,6 +183,59 @@ def _rfc3339(ts: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+LENGTH_COLUMNS: Final = (
+    "target",
+    "model",
+    "prompt_tokens",
+    "actual_prompt_tokens",
+    "capped",
+    "skipped",
+    "time_to_first_token_seconds",
+    "prefill_tokens_per_second",
+    "ttft_seconds_per_1k_tokens",
+    "benchmarked_at",
+)
+
+
+def length_rows(snapshot: Snapshot, query: Query, *, view: str = "export") -> list[Row]:
+    """``view=prompt_length``: a row per model and configured prompt length, by target, model
+    and length; models without the axis have no rows."""
+    out: list[Row] = []
+    for entry in sorted(snapshot.models.values(), key=lambda e: (e.target, e.model.lower())):
+        b = entry.benchmark
+        if b is None or (query.targets and entry.target not in query.targets):
+            continue
+        if query.models and not any(match_model(q, entry.model) for q in query.models):
+            continue
+        try:
+            out += [_length_row(entry, i) for i in range(len(b.length_prompt_tokens))]
+        except Exception as exc:  # defense in depth: one model never takes the response down
+            RENDER_ERRORS.failed(view, str(entry.target), str(entry.model), exc)
+    return out
+
+
+def _length_row(entry: ModelEntry, i: int) -> Row:
+    b = entry.benchmark
+    assert b is not None
+    note = b.length_note[i] if i < len(b.length_note) else ""
+
+    def at(values: tuple[Any, ...]) -> Any:
+        return values[i] if i < len(values) else None
+
+    return _checked({
+        "target": entry.target,
+        "model": entry.model,
+        "prompt_tokens": b.length_prompt_tokens[i],
+        "actual_prompt_tokens": _i(at(b.length_actual_tokens)),
+        "capped": note == "capped",
+        "skipped": note if note not in ("", "capped") else None,
+        "time_to_first_token_seconds": _f(at(b.length_ttft)),
+        "prefill_tokens_per_second": _f(at(b.length_prefill_tokens_per_second)),
+        "ttft_seconds_per_1k_tokens": _f(b.ttft_per_1k_prompt_tokens),
+        "benchmarked_at": _rfc3339(b.finished_at),
+    })  # fmt: skip
+
+
 def columns_of(items: Sequence[Row]) -> list[str]:
     """The fixed columns, then per-run columns in run order (verbose)."""
     runs = max((sum(1 for k in r if k.startswith("ttft_run_")) for r in items), default=0)
@@ -190,10 +243,12 @@ def columns_of(items: Sequence[Row]) -> list[str]:
     return list(COLUMNS) + extra
 
 
-def to_json(items: Sequence[Row], *, view: str = "export") -> str:
+def to_json(
+    items: Sequence[Row], *, view: str = "export", columns: Sequence[str] | None = None
+) -> str:
     """A list of objects with every key present (null when unknown). Strict JSON: a row that
     cannot be encoded (a NaN, a lone surrogate) is left out, logged and counted."""
-    cols = columns_of(items)
+    cols = list(columns) if columns is not None else columns_of(items)
     objects = []
     for r in items:
         obj = {c: r.get(c) for c in cols}
@@ -223,9 +278,11 @@ def _cell(value: Any) -> str:
     return text
 
 
-def to_csv(items: Sequence[Row], *, view: str = "export") -> str:
+def to_csv(
+    items: Sequence[Row], *, view: str = "export", columns: Sequence[str] | None = None
+) -> str:
     """CSV with a header line; a row that cannot be encoded is left out, logged and counted."""
-    cols = columns_of(items)
+    cols = list(columns) if columns is not None else columns_of(items)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(cols)

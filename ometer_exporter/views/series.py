@@ -159,15 +159,44 @@ OUTPUT_TOKENS = Spec(
 PROMPT_TOKENS = Spec(
     "ometer_benchmark_prompt_tokens", "counter", "Prompt tokens processed by benchmarks.", _M
 )
+_L = (*_M, "prompt_tokens")  # the configured prompt length
+LENGTH_TTFT = _g(
+    "ometer_prompt_length_time_to_first_token_seconds",
+    "TTFT with a prompt of the configured length (label prompt_tokens; the measured count is "
+    "ometer_prompt_length_prompt_tokens); median of the last cycle's good runs." + CACHED,
+    _L,
+)
+LENGTH_TOKENS = _g(
+    "ometer_prompt_length_prompt_tokens",
+    "Prompt tokens the server counted for the configured length (capped lengths are smaller); "
+    "median of the last cycle's good runs." + CACHED,
+    _L,
+)
+LENGTH_PREFILL = _g(
+    "ometer_prompt_length_prefill_tokens_per_second",
+    "Prefill rate prompt_eval_count / prompt_eval_duration at the configured prompt length; "
+    "median of the last cycle's good runs." + CACHED,
+    _L,
+)
+TTFT_PER_1K = _g(
+    "ometer_prompt_ttft_seconds_per_1k_tokens",
+    "Slope of TTFT against prompt length, least squares over the measured lengths: seconds of "
+    "TTFT each 1,000 prompt tokens add." + CACHED,
+)
 MODEL_SPECS: Final = (
     TTFT, TTFC, TPS, CLIENT_TPS, PROMPT_TPS, LOAD, REQUEST, QUEUE,
     PARAMETERS, CONTEXT, SIZE, MODIFIED, INFO, CAPABILITY, LOADED, VRAM, SELECTED,
     SUCCESS, LAST_SUCCESS, LAST_RUN, TTFT_HIST, TPOT_HIST,
     RUNS, ERRORS, DISCARDED, OUTPUT_TOKENS, PROMPT_TOKENS,
+    LENGTH_TTFT, LENGTH_TOKENS, LENGTH_PREFILL, TTFT_PER_1K,
 )  # fmt: skip
 
 _T = ("target",)
-UP = _g("ometer_target_up", "1 if the target answered its last discovery, else 0.", _T)
+UP = _g(
+    "ometer_target_up",
+    "1 if the target answers: its last discovery succeeded and not two polls in a row failed.",
+    _T,
+)
 TARGET_INFO = Spec("ometer_target", "info", "The target's Ollama version.", (*_T, "version"))
 INTERVAL = _g(
     "ometer_benchmark_interval_seconds", "Configured interval between benchmark cycles.", _T
@@ -267,6 +296,7 @@ def model_samples(
         put(SUCCESS, 1.0 if b.success else 0.0)
         put(LAST_SUCCESS, entry.last_success)
         put(LAST_RUN, b.finished_at)
+        _length_samples(entry, m, put)
     put(LOAD, entry.load_duration)
     if entry.inventory is not None:
         _inventory_samples(entry.inventory, m, put)
@@ -279,6 +309,23 @@ def model_samples(
                 dropped.append(spec.name)
         _counter_samples(c, m, put)
     return out, hists
+
+
+def _length_samples(entry: ModelEntry, m: tuple[str, str], put: Put) -> None:
+    b = entry.benchmark
+    if b is None:
+        return
+    for i, configured in enumerate(b.length_prompt_tokens):
+        labels = (*m, str(configured))
+        put(LENGTH_TTFT, _at(b.length_ttft, i), labels)
+        put(LENGTH_TOKENS, _at(b.length_actual_tokens, i), labels)
+        put(LENGTH_PREFILL, _at(b.length_prefill_tokens_per_second, i), labels)
+    put(TTFT_PER_1K, b.ttft_per_1k_prompt_tokens)
+
+
+def _at(values: tuple[float | int | None, ...], i: int) -> float | None:
+    value = values[i] if i < len(values) else None
+    return None if value is None else float(value)
 
 
 def _counter_samples(c: Counters, m: tuple[str, str], put: Put) -> None:

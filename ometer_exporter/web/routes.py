@@ -17,7 +17,7 @@ from ometer_exporter import __version__
 from ometer_exporter.store.records import Snapshot
 from ometer_exporter.views import page
 from ometer_exporter.views.query import ExportError, Query
-from ometer_exporter.views.rows import rows, to_csv, to_json
+from ometer_exporter.views.rows import LENGTH_COLUMNS, length_rows, rows, to_csv, to_json
 from ometer_exporter.web.lifecycle import EXPORTER
 from ometer_exporter.web.negotiate import accepts_gzip, wants_openmetrics
 
@@ -61,9 +61,11 @@ async def export(request: web.Request) -> web.Response:
     except ExportError as exc:
         return web.Response(status=400, text=f"bad request: {exc}\n")
     snapshot = request.app[EXPORTER].store.snapshot
-    items = rows(snapshot, query)
+    lengths = query.view == "prompt_length"
+    items = length_rows(snapshot, query) if lengths else rows(snapshot, query)
+    columns = LENGTH_COLUMNS if lengths else None
     if query.format == "csv":
-        text = await asyncio.to_thread(to_csv, items)
+        text = await asyncio.to_thread(lambda: to_csv(items, columns=columns))
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return web.Response(
             text=text,
@@ -71,7 +73,7 @@ async def export(request: web.Request) -> web.Response:
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="ometer-{stamp}.csv"'},
         )
-    text = await asyncio.to_thread(to_json, items)
+    text = await asyncio.to_thread(lambda: to_json(items, columns=columns))
     return web.Response(text=text, content_type="application/json", charset="utf-8")
 
 

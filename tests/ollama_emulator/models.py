@@ -61,6 +61,9 @@ class EmulatedModel:
     modified_at: datetime | None = None  # None -> DEFAULT_MODIFIED_AT
     load_seconds: float = 0.5
     prefill_tokens_per_second: float = 2000.0
+    # Attention's share of prefill grows with the square of the context: evaluating tokens
+    # c..n costs (n - c) / prefill_tokens_per_second + prefill_quadratic * (n² - c²) seconds.
+    prefill_quadratic: float = 0.0
     decode_tokens_per_second: float = 100.0
     thinking_tokens: int = 0
     output_tokens: int = 64
@@ -201,6 +204,7 @@ class RequestRecord:
     first_token: float | None = None  # first token "sampled" (end of prefill)
     last_token: float | None = None  # last token "sampled"
     prompt_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    prompt_truncated_tokens: int = 0  # prompt tokens cut to fit the loaded num_ctx
     fault: str | None = None  # kind of the fault this request consumed
     metrics: dict[str, int] = field(default_factory=dict)  # metrics exactly as sent
     done_reason: str | None = None

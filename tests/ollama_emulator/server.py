@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -142,6 +143,9 @@ _FILE_TYPES = {
     "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16,
     "Q5_K_M": 17, "Q6_K": 18, "BF16": 32, "MXFP4": 38,
 }  # fmt: skip
+
+
+log = logging.getLogger("ollama_emulator")
 
 
 class _HTTPError(Exception):
@@ -1085,6 +1089,12 @@ class OllamaEmulator:
                 if req.get("truncate") is False:
                     ctype = JSON_PLAIN if stream else JSON_UTF8
                     raise _HTTPError(400, CONTEXT_OVERFLOW_MESSAGE, content_type=ctype)
+                # The runner keeps the tail that fits and says so (§4.7 step 5).
+                log.warning(
+                    "truncating input prompt limit=%d prompt=%d keep=%d new=%d",
+                    runner.num_ctx, len(tokens), 0, runner.num_ctx,
+                )  # fmt: skip
+                rec.prompt_truncated_tokens = len(tokens) - runner.num_ctx
                 tokens = tokens[-runner.num_ctx :]
 
             # what the model will say
@@ -1118,7 +1128,8 @@ class OllamaEmulator:
                 runner.cache = list(tokens)
                 rec.prompt_cached_tokens = cached
                 uncached = len(tokens) - cached
-                prefill = uncached / m.prefill_tokens_per_second * self.time_scale
+                attention = m.prefill_quadratic * (len(tokens) ** 2 - cached**2)
+                prefill = (uncached / m.prefill_tokens_per_second + attention) * self.time_scale
                 await _sleep_until(prefill_start + prefill)
                 t_first = perf_counter()
                 ctx.prefill_stretch = self._stretch(prefill)
