@@ -9,6 +9,7 @@ from typing import Final, TypeVar
 
 from ometer_exporter.config.checks import Checker, join_path, kind_of, show
 from ometer_exporter.config.settings import (
+    MAX_MODELS_RANGE,
     NUM_PREDICT_RANGE,
     RUNS_RANGE,
     BenchmarkSettings,
@@ -21,7 +22,7 @@ _T = TypeVar("_T")
 TIMEOUT_KEYS: Final = ("connect", "first_byte", "idle", "total")
 BENCHMARK_KEYS: Final = (
     "interval", "jitter", "runs", "prompts", "num_predict",
-    "temperature", "seed", "think", "unload_after", "timeouts",
+    "temperature", "seed", "think", "unload_after", "timeouts", "max_models",
 )  # fmt: skip
 _THINK_MODES: Final[dict[str, ThinkMode]] = {"auto": "auto", "true": "true", "false": "false"}
 
@@ -45,6 +46,7 @@ class BenchmarkPatch:
     think: ThinkMode | None = None
     unload_after: bool | None = None
     timeouts: dict[str, float] = field(default_factory=dict)
+    max_models: int | None = None
 
     def apply(self, base: BenchmarkSettings) -> BenchmarkSettings:
         t = self.timeouts
@@ -64,6 +66,7 @@ class BenchmarkPatch:
                 idle=t.get("idle", base.timeouts.idle),
                 total=t.get("total", base.timeouts.total),
             ),
+            max_models=first(self.max_models, base.max_models),
         )
 
 
@@ -93,6 +96,9 @@ def _parse_workload(
     if "num_predict" in section:
         at = join_path(path, "num_predict")
         patch.num_predict = checker.in_range(section["num_predict"], at, NUM_PREDICT_RANGE)
+    if "max_models" in section:
+        at = join_path(path, "max_models")
+        patch.max_models = checker.in_range(section["max_models"], at, MAX_MODELS_RANGE)
 
 
 def _parse_request_options(

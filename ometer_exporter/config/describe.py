@@ -48,7 +48,8 @@ def _describe_benchmark(b: BenchmarkSettings) -> str:
     return (
         f"interval {format_duration(b.interval)}, jitter {b.jitter * 100:g}%, runs {b.runs}, "
         f"{len(b.prompts)} prompts, num_predict {b.num_predict}, temperature {b.temperature:g}, "
-        f"seed {b.seed}, think {b.think}, unload_after {str(b.unload_after).lower()}; timeouts: "
+        f"seed {b.seed}, think {b.think}, unload_after {str(b.unload_after).lower()}, "
+        f"max_models {b.max_models}; timeouts: "
         f"connect {format_duration(t.connect)}, first_byte {format_duration(t.first_byte)}, "
         f"idle {format_duration(t.idle)}, total {format_duration(t.total)}"
     )

@@ -45,6 +45,9 @@ class BenchmarkSettings:
     think: ThinkMode = "auto"
     unload_after: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # Models of one target reported on at most (the first ones /api/tags lists): a server
+    # listing 100,000 would cost 100,000 /api/show calls and their series.
+    max_models: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,9 @@ NUM_PREDICT_RANGE: Final = IntRange(
     100_000,
     " (fewer than 8 output tokens never give a tokens/s figure: such runs are discarded)",
 )
+MAX_MODELS_RANGE: Final = IntRange(
+    1, 100_000, " (models a target lists beyond it are left out, with a warning)"
+)  # benchmark.max_models
 PARALLEL_RANGE: Final = IntRange(1, 10)  # bench --parallel, OMETER_PARALLEL
 # bench --runs and OMETER_RUNS: a quick terminal check keeps OMeter's narrower 1-3.
 ONESHOT_RUNS_RANGE: Final = IntRange(1, 3)
