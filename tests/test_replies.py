@@ -32,6 +32,7 @@ from ometer_exporter.client.replies import (
     MAX_LABEL_CHARS,
     MAX_LIST_ITEMS,
     MAX_NAME_CHARS,
+    LineSplitter,
     TagModel,
     done_fields,
     load_json,
@@ -186,6 +187,10 @@ def test_nesting_is_checked_before_decoding(opener: str) -> None:
         load_json((opener * 100_000).encode(), "/api/ps")
     with pytest.raises(OllamaBadResponse, match="/api/chat"):
         parse_line('{"message":' * 100_000)
+    splitter = LineSplitter()
+    assert splitter.feed(b'{"done":false}\n' * 40) == ['{"done":false}'] * 40  # 40 shallow
+    with pytest.raises(OllamaBadResponse, match="/api/chat: a streamed line: the reply nests"):
+        splitter.feed(b'{"done":false}\n' + b"[" * 40 + b"\n")
 
 
 def test_brackets_inside_strings_do_not_count() -> None:

@@ -46,10 +46,10 @@ from ometer_exporter.client.replies import (
     done_fields,
     load_json,
     models_list,
-    parse_line,
     parse_loaded,
     parse_retry_after,
     parse_show,
+    parse_split_line,
     parse_tag,
     parse_version,
     reply_texts,
@@ -419,7 +419,7 @@ class _ChatTally:
         thinking_chunks = self.thinking_chunks
         content_chunks = self.content_chunks
         done = self.done
-        parse = parse_line
+        parse = parse_split_line
         for line in self._splitter.feed(data):
             obj = parse(line)
             if obj is None:

@@ -333,6 +333,22 @@ def check_depth(raw: bytes, where: str) -> None:
         raise OllamaBadResponse(f"{where}: the reply nests deeper than {MAX_DEPTH} levels")
 
 
+_NOT_BRACKET_NOR_NEWLINE: Final = bytes(b for b in range(256) if b not in b"[]{}\n")
+
+
+def _lines_shallow(block: bytes) -> bool:
+    """Whether no line of `block` nests deeper than MAX_DEPTH, counting brackets inside strings
+    too: a conservative first look in one pass over the bytes (the newlines keep the lines
+    apart), so that the stream's hot path pays no string scan."""
+    brackets = block.translate(_ONE_KIND, _NOT_BRACKET_NOR_NEWLINE)
+    for _ in range(MAX_DEPTH):
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            break
+        brackets = inner
+    return b"[" not in brackets and b"]" not in brackets
+
+
 def load_json(raw: bytes, where: str) -> Any:
     """A whole reply body as JSON, or a ``bad_response``."""
     check_depth(raw, where)
@@ -357,7 +373,8 @@ class LineSplitter:
     """Splits a byte stream into text lines, refusing absurdly long ones.
 
     The complete lines of each network read are decoded in one call (a UTF-8 character never
-    spans a newline): decoding ~150-byte lines one by one cost a third of the parse time.
+    spans a newline): decoding ~150-byte lines one by one cost a third of the parse time. Their
+    nesting is checked here too, once per read: the lines it returns are safe to decode.
     """
 
     __slots__ = ("_pending",)
@@ -374,8 +391,14 @@ class LineSplitter:
             raise OllamaBadResponse(f"/api/chat: a streamed line exceeds {MAX_LINE_BYTES} bytes")
         if cut < 0:
             return []
+        block = data[:cut]
+        # One line per read (the usual case) has about two braces; many lines, one pass more.
+        if block.count(b"{") + block.count(b"[") > MAX_DEPTH and not _lines_shallow(block):
+            # Rare: look at each line, its strings left out.
+            for raw in block.split(b"\n"):
+                check_depth(raw, "/api/chat: a streamed line")
         try:
-            return data[:cut].decode("utf-8").split("\n")
+            return block.decode("utf-8").split("\n")
         except UnicodeDecodeError:
             raise OllamaBadResponse("/api/chat: a streamed line is not UTF-8") from None
 
@@ -391,6 +414,11 @@ def parse_line(line: str) -> Any:
     """One NDJSON line -> its JSON value; None for a blank line."""
     if line.count("{") + line.count("[") > MAX_DEPTH:
         check_depth(line.encode("utf-8", "surrogatepass"), "/api/chat: a streamed line")
+    return parse_split_line(line)
+
+
+def parse_split_line(line: str) -> Any:
+    """:func:`parse_line` for a line from :class:`LineSplitter`, whose nesting it checked."""
     try:
         obj, end = _raw_decode(line)
     except (ValueError, RecursionError):
