@@ -95,6 +95,14 @@ def ps_refused(snap: Snapshot) -> None:
     assert state.error.startswith("/api/ps: the reply nests deeper than 32 levels")
 
 
+def int64_rates(snap: Snapshot) -> None:
+    """The largest counts Ollama could send are numbers, summed past int64 in the counters."""
+    entry = snap.models[("evil", MODEL)]
+    assert entry.benchmark is not None and entry.benchmark.tokens_per_second is not None
+    assert entry.benchmark.tokens_per_second == pytest.approx((2**63 - 1) / 1.0)
+    assert entry.counters.output_tokens == 2 * (2**63 - 1)
+
+
 def capped_capabilities(snap: Snapshot) -> None:
     inventory = evil_models(snap)[MODEL].inventory
     assert inventory is not None and len(inventory.capabilities) == MAX_LIST_ITEMS
@@ -168,6 +176,8 @@ CASES: dict[str, Case] = {
     # A 301-digit count over 1 ns: float division gives inf (the 401-digit one overflows).
     "infinite-tokens-per-second": case(victim_failed("bad_response"), chat=[chunk()] * 16 + [
         done_line(eval_count=10**300, eval_duration=1)]),
+    "eval-count-int64-max": case(int64_rates, chat=[chunk()] * 16 + [done_line(
+        eval_count=2**63 - 1, eval_duration=10**9)]),
     "tokens-over-a-nanosecond": case(no_rates, chat=[chunk()] * 16 + [done_line(
         eval_count=1000, eval_duration=1, prompt_eval_duration=1, total_duration=3)]),
     "key-in-model-name": case(only_other, tags=tags(tag_entry(f"{KEY.upper()}:latest"),
