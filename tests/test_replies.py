@@ -447,3 +447,40 @@ def test_models_beyond_max_models_are_left_out_with_a_warning(caplog) -> None:
     )
     caplog.clear()
     assert len(reported_models(target, models[:10])) == 10 and not caplog.records
+
+
+key_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="<>"),
+                   min_size=1, max_size=40)  # fmt: skip
+
+
+@given(key_text, st.lists(st.one_of(st.text(max_size=20), st.tuples(st.integers(0, 40),
+                                                                       st.integers(0, 40))),
+                          max_size=8))  # fmt: skip
+def test_no_slice_of_the_key_survives_redaction(key: str, pieces: list[Any]) -> None:
+    text = "".join(p if isinstance(p, str) else key[p[0] : p[0] + p[1]].swapcase() for p in pieces)
+    out = redact(text, key).replace("<redacted>", "\0").lower()  # the marker may spell a key
+    width = min(8, len(key))
+    assert not any(key[i : i + width].lower() in out for i in range(len(key) - width + 1))
+
+
+json_objects = st.dictionaries(st.sampled_from(["name", "size", "size_vram", "expires_at",
+                                                "context_length", "model_info",
+                                                "capabilities"]), json_values)  # fmt: skip
+
+
+@given(json_objects, json_values)
+def test_any_ps_entry_or_show_reply_is_bounded_or_refused(entry: dict[str, Any],
+                                                          info: Any) -> None:  # fmt: skip
+    try:
+        loaded = parse_loaded(entry)
+    except OllamaBadResponse:
+        pass
+    else:
+        assert len(loaded.name) <= MAX_NAME_CHARS and loaded.name.isprintable()
+        for value in (loaded.size, loaded.size_vram, loaded.context_length):
+            assert value is None or 0 <= value <= MAX_INT
+    show = parse_show({**entry, "model_info": info})
+    for value in (show.parameter_count, show.context_length, show.embedding_length):
+        assert value is None or 0 < value <= MAX_INT
+    assert len(show.capabilities) <= MAX_LIST_ITEMS
+    assert all(len(c) <= MAX_LABEL_CHARS and c.isprintable() for c in show.capabilities)
