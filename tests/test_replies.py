@@ -191,6 +191,12 @@ def test_nesting_is_checked_before_decoding(opener: str) -> None:
     assert splitter.feed(b'{"done":false}\n' * 40) == ['{"done":false}'] * 40  # 40 shallow
     with pytest.raises(OllamaBadResponse, match="/api/chat: a streamed line: the reply nests"):
         splitter.feed(b'{"done":false}\n' + b"[" * 40 + b"\n")
+    # Many lines in one read: brackets inside a string are content, not nesting.
+    content = json.dumps({"message": {"content": "[" * 50}}).encode()
+    assert len(splitter.feed(b'{"done":false}\n' * 40 + content + b"\n")) == 41
+    deep = b'{"a":' * 40 + b"1" + b"}" * 40
+    with pytest.raises(OllamaBadResponse, match="nests deeper than 32"):
+        splitter.feed(b'{"done":false}\n' * 40 + deep + b"\n")
 
 
 def test_brackets_inside_strings_do_not_count() -> None:

@@ -333,6 +333,7 @@ def check_depth(raw: bytes, where: str) -> None:
         raise OllamaBadResponse(f"{where}: the reply nests deeper than {MAX_DEPTH} levels")
 
 
+_FEW_LINES_BYTES: Final = 512
 _NOT_BRACKET_NOR_NEWLINE: Final = bytes(b for b in range(256) if b not in b"[]{}\n")
 
 
@@ -347,6 +348,14 @@ def _lines_shallow(block: bytes) -> bool:
             break
         brackets = inner
     return b"[" not in brackets and b"]" not in brackets
+
+
+def _shallow_read(block: bytes) -> bool:
+    """A conservative first look at the lines of one network read. One line (the usual case)
+    has about two braces: two counts clear it; many lines are cleared by one bracket pass."""
+    if len(block) < _FEW_LINES_BYTES and block.count(b"{") + block.count(b"[") <= MAX_DEPTH:
+        return True
+    return _lines_shallow(block)
 
 
 def load_json(raw: bytes, where: str) -> Any:
@@ -392,9 +401,7 @@ class LineSplitter:
         if cut < 0:
             return []
         block = data[:cut]
-        # One line per read (the usual case) has about two braces; many lines, one pass more.
-        if block.count(b"{") + block.count(b"[") > MAX_DEPTH and not _lines_shallow(block):
-            # Rare: look at each line, its strings left out.
+        if not _shallow_read(block):  # rare: look at each line, its strings left out
             for raw in block.split(b"\n"):
                 check_depth(raw, "/api/chat: a streamed line")
         try:
