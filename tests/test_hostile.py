@@ -103,6 +103,12 @@ def int64_rates(snap: Snapshot) -> None:
     assert entry.counters.output_tokens == 2 * (2**63 - 1)
 
 
+def version_bounded(snap: Snapshot) -> None:
+    version = snap.targets["evil"].version
+    assert version is not None and version.startswith("0.33.0") and len(version) == 64
+    assert version.isprintable()
+
+
 def capped_capabilities(snap: Snapshot) -> None:
     inventory = evil_models(snap)[MODEL].inventory
     assert inventory is not None and len(inventory.capabilities) == MAX_LIST_ITEMS
@@ -152,6 +158,14 @@ CASES: dict[str, Case] = {
         {"models": [ps_entry(size_vram=HUGE)]}))),
     "done-eval-count-401-digits": case(victim_failed("bad_response"),
                                        chat=[chunk()] * 16 + [done_line(eval_count=HUGE)]),
+    "version-2MiB-with-surrogate": case(version_bounded, version=Reply(
+        b'{"version":"0.33.0\\ud800' + b"x" * (2 << 20) + b'"}')),
+    "embed-prompt-eval-count-401-digits": case(
+        victim_failed("bad_response"), tags=tags(tag_entry(capabilities=["embedding"])),
+        embed=Reply(dumps({"model": MODEL, "embeddings": [[0.5, 0.25]],
+                           "total_duration": 5_000_000, "prompt_eval_count": HUGE}))),
+    "deep-embed": case(victim_failed("bad_response"),
+                       tags=tags(tag_entry(capabilities=["embedding"])), embed=Reply(DEEP)),
     "50000-capabilities": case(capped_capabilities, tags=tags(tag_entry(
         capabilities=[f"cap{i}" for i in range(50_000)]))),
     "lone-surrogate-name": case(only_other, tags=Reply(surrogate)),
