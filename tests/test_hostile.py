@@ -183,8 +183,8 @@ CASES: dict[str, Case] = {
     "deep-ps": case(ps_refused, ps=Reply(DEEP)),
     "deep-error-body": case(victim_failed("http_5xx"), chat=[DEEP], chat_status=500),
     "deep-stream-line": case(victim_failed("bad_response"), chat=[chunk(), DEEP]),
-    "100000-models": case(capped_models, tags=tags(
-        *(tag_entry(f"m{i}:latest") for i in range(100_000)))),
+    "100000-models": case(capped_models, tags=tags(  # names only: 2 MB, not 35
+        *({"name": f"m{i}:latest"} for i in range(100_000)))),
     "2MiB-name": case(only_other, tags=tags(tag_entry("n" * (2 << 20)),
                                             tag_entry("other:latest"))),
     # A 301-digit count over 1 ns: float division gives inf (the 401-digit one overflows).
