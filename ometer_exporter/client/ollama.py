@@ -61,6 +61,11 @@ _ERROR_TEXT_LIMIT: Final = 300
 # Idle connections are kept across benchmark cycles so TCP/TLS setup never lands in a TTFT.
 _KEEPALIVE_EXPIRY: Final = 24 * 3600.0
 _ENTRY_WARNINGS: Final = 5  # bad entries named one by one per reply; the rest are counted
+# A long model list is parsed in slices with the event loop free in between (~5 ms each), and a
+# large body decoded off the loop: a server listing 100,000 models must not stall /metrics or
+# the timestamps of another target's runs.
+_ENTRIES_PER_SLICE: Final = 500
+_DECODE_OFF_LOOP_BYTES: Final = 1 << 20
 
 log = logging.getLogger(__name__)
 _Entry = TypeVar("_Entry", TagModel, LoadedModel)
@@ -126,7 +131,7 @@ class OllamaClient:
 
     async def tags(self) -> list[TagModel]:
         """The models listed; a bad entry is left out (with a warning), not the whole reply."""
-        return self._entries(await self._json("GET", "/api/tags"), "/api/tags", parse_tag)
+        return await self._entries(await self._json("GET", "/api/tags"), "/api/tags", parse_tag)
 
     async def show(self, model: str) -> ShowInfo:
         info = parse_show(await self._json("POST", "/api/show", {"model": model}))
@@ -136,12 +141,14 @@ class OllamaClient:
 
     async def ps(self) -> list[LoadedModel]:
         """The models loaded; a bad entry is left out (with a warning), not the whole reply."""
-        return self._entries(await self._json("GET", "/api/ps"), "/api/ps", parse_loaded)
+        return await self._entries(await self._json("GET", "/api/ps"), "/api/ps", parse_loaded)
 
-    def _entries(self, obj: Any, path: str, parse: Callable[[Any], _Entry]) -> list[_Entry]:
+    async def _entries(self, obj: Any, path: str, parse: Callable[[Any], _Entry]) -> list[_Entry]:
         out: list[_Entry] = []
         bad = 0
         for index, entry in enumerate(models_list(obj, path)):
+            if index and not index % _ENTRIES_PER_SLICE:
+                await asyncio.sleep(0)
             try:
                 parsed = parse(entry)
                 if self._leaks(parsed):  # a key in a label would reach /metrics
@@ -321,6 +328,8 @@ class OllamaClient:
             ) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc, path, streaming=phase == "idle") from None
+        if len(raw) > _DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(load_json, raw, path)
         return load_json(raw, path)
 
     async def _read_body(self, response: httpx.Response, path: str) -> bytes:
