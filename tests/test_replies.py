@@ -199,6 +199,50 @@ def test_nesting_is_checked_before_decoding(opener: str) -> None:
         splitter.feed(b'{"done":false}\n' * 40 + deep + b"\n")
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [b'"' + b'\\"' * 400_000, b'"' * 800_001, b'"\\' * 400_000,
+     (b'"' + b'\\"' * 1000 + b"\\") * 400],
+    ids=["escaped-quotes", "quotes", "quote-backslash", "unterminated-runs"],
+)  # fmt: skip
+def test_the_nesting_scan_is_linear_on_unterminated_strings(tail: bytes) -> None:
+    """A string scan retried from each escaped quote took 11.7 s for 40 kB (hours for 1 MB)."""
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(OllamaBadResponse, match="nests deeper"):
+        load_json(b"[" * 40 + tail, "/api/show")
+    with pytest.raises(OllamaBadResponse):
+        LineSplitter().feed(b"[" * 40 + tail + b"\n")
+    assert time.perf_counter() - started < 5.0  # linear: ~0.2 s here, under load included
+
+
+tricky_text = st.text(st.sampled_from('[]{}"\\:,x\n\u00e9'), max_size=12)
+
+
+@given(st.integers(0, 45), st.lists(st.booleans(), min_size=45, max_size=45), tricky_text)
+def test_valid_json_is_refused_exactly_when_too_deep(depth: int, kinds: list[bool],
+                                                     leaf: str) -> None:  # fmt: skip
+    value: Any = leaf
+    for as_list in kinds[:depth]:
+        value = [value, leaf] if as_list else {leaf: value, "k": [leaf]}
+    raw = json.dumps(value).encode()
+    real_depth = _depth(value)
+    if real_depth <= MAX_DEPTH:
+        assert load_json(raw, "/api/show") == value
+    else:
+        with pytest.raises(OllamaBadResponse, match="nests deeper"):
+            load_json(raw, "/api/show")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
 def test_brackets_inside_strings_do_not_count() -> None:
     text = json.dumps({"message": {"content": "[{" * 5000 + '\\"]'}, "done": False})
     assert parse_line(text)["message"]["content"].startswith("[{[{")

@@ -307,7 +307,10 @@ def models_list(obj: Any, path: str) -> list[Any]:
 
 # -- JSON nesting, checked before decoding -------------------------------------------------------
 
-_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A string, or an unterminated one (to the end, a lone backslash there included): a match from
+# every opening quote keeps the scan linear; a failed one would be retried from each escaped
+# quote inside it, quadratic in an unterminated string full of them.
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET: Final = bytes(b for b in range(256) if b not in b"[]{}")
 _ONE_KIND: Final = bytes.maketrans(b"{}", b"[]")
 
