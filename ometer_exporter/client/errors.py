@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 from typing import Final
 
 
@@ -112,10 +113,11 @@ def redact(text: str, secret: str | None) -> str:
     """
     if not secret or not text:
         return text
-    width = min(_SLICE, len(secret))
-    key = secret.translate(_ASCII_LOWER)  # keys are ASCII; lowering keeps every position
-    windows = {key[i : i + width] for i in range(len(key) - width + 1)}
-    low = text.translate(_ASCII_LOWER)
+    width, windows = _windows(secret)
+    # Keys are ASCII: lowering ASCII letters only keeps every position of `text` in place.
+    low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+    if len(windows) <= len(low) and not any(w in low for w in windows):
+        return text  # the usual case, in a few substring searches
     covered = [False] * len(text)
     found = False
     for i in range(len(low) - width + 1):
@@ -131,3 +133,11 @@ def redact(text: str, secret: str | None) -> str:
         elif i == 0 or not covered[i - 1]:
             out.append(REDACTED)
     return "".join(out)
+
+
+@lru_cache(maxsize=16)
+def _windows(secret: str) -> tuple[int, frozenset[str]]:
+    """The width of a slice that counts as the key, and every such slice, lowered."""
+    width = min(_SLICE, len(secret))
+    key = secret.translate(_ASCII_LOWER)
+    return width, frozenset(key[i : i + width] for i in range(len(key) - width + 1))

@@ -52,7 +52,6 @@ from ometer_exporter.client.replies import (
     parse_split_line,
     parse_tag,
     parse_version,
-    reply_texts,
 )
 from ometer_exporter.config.settings import Timeouts
 
@@ -173,10 +172,12 @@ class OllamaClient:
         name = entry.get("name") if isinstance(entry, dict) else None
         return f"name {self._safe(name[:80])!r}" if isinstance(name, str) else "no name"
 
-    def _leaks(self, value: object) -> bool:
+    def _leaks(self, value: TagModel | LoadedModel | ShowInfo) -> bool:
         """Whether a parsed reply carries (a slice of) the API key in any of its strings."""
-        key = self._api_key
-        return key is not None and any(redact(text, key) != text for text in reply_texts(value))
+        if self._api_key is None:
+            return False
+        texts = "\0".join(value.texts())  # a key is printable: no slice spans a \0
+        return redact(texts, self._api_key) != texts
 
     async def unload(self, model: str, *, embedding: bool = False) -> None:
         """Unload a model now (empty request with ``keep_alive: 0``)."""

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -55,6 +54,14 @@ class TagModel:
     remote_host: str | None
     remote_model: str | None
 
+    def texts(self) -> tuple[str, ...]:
+        """Every string of the entry (where a reflected API key would show)."""
+        return (
+            self.name, self.digest, self.format, self.family, self.parameter_size,
+            self.quantization_level, self.remote_host or "", self.remote_model or "",
+            *self.families, *(self.capabilities or ()),
+        )  # fmt: skip
+
     @property
     def is_cloud_passthrough(self) -> bool:
         """A local server's stub for a cloud model: benchmarking it would bill the cloud."""
@@ -71,6 +78,9 @@ class ShowInfo:
     embedding_length: int | None
     capabilities: tuple[str, ...]
 
+    def texts(self) -> tuple[str, ...]:
+        return (self.architecture or "", *self.capabilities)
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
@@ -81,6 +91,9 @@ class LoadedModel:
     size_vram: int | None
     expires_at: datetime | None
     context_length: int | None
+
+    def texts(self) -> tuple[str, ...]:
+        return (self.name,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,16 +299,6 @@ def parse_loaded(entry: Any) -> LoadedModel:
         expires_at=parse_timestamp(entry.get("expires_at")),
         context_length=_int_field(entry, "context_length", where),
     )
-
-
-def reply_texts(value: object) -> Iterator[str]:
-    """Every string of a parsed reply (a frozen dataclass): its str fields and str tuples."""
-    for field in fields(value):  # type: ignore[arg-type]
-        item = getattr(value, field.name)
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, tuple):
-            yield from (x for x in item if isinstance(x, str))
 
 
 def models_list(obj: Any, path: str) -> list[Any]:
