@@ -175,6 +175,9 @@ FAILURES: dict[str, list[tuple[str, ...]]] = {
     "zero_duration.yaml": [("storage.retention:", "'0s'", "> 0")],
     "bad_jitter.yaml": [("benchmark.jitter:", "'60%'", "0% to 50%", "0 to 0.5")],
     "runs_zero.yaml": [("benchmark.runs:", "0 is out of range", "from 1 to 100")],
+    "max_models_zero.yaml": [
+        ("targets[0].max_models:", "0 is out of range", "from 1 to 100000", "left out")
+    ],
     "num_predict_short.yaml": [("benchmark.num_predict:", "4 is", "from 8 to 100000", "tokens/s")],
     "bad_temperature.yaml": [("benchmark.temperature:", "3 is out of range", "from 0 to 2")],
     "bad_seed.yaml": [("benchmark.seed:", "4.5", "a 64-bit integer")],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
+from typing import Final
 
 
 class ErrorType(StrEnum):
@@ -96,3 +98,46 @@ class OllamaStreamError(OllamaError):
 
 class OllamaBadResponse(OllamaError):
     error_type = ErrorType.BAD_RESPONSE
+
+
+REDACTED: Final = "<redacted>"
+_SLICE: Final = 8  # any run of this many characters of the key is taken as the key
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` without `secret`: case-insensitively, and without any 8-character or longer slice
+    of it (a server that echoes part of a key, or changes its case, must not leak it either).
+
+    The one redaction: every message the client builds from server text goes through it.
+    """
+    if not secret or not text:
+        return text
+    width, windows = _windows(secret)
+    # Keys are ASCII: lowering ASCII letters only keeps every position of `text` in place.
+    low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+    if len(windows) <= len(low) and not any(w in low for w in windows):
+        return text  # the usual case, in a few substring searches
+    covered = [False] * len(text)
+    found = False
+    for i in range(len(low) - width + 1):
+        if low[i : i + width] in windows:
+            covered[i : i + width] = [True] * width
+            found = True
+    if not found:
+        return text
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if not covered[i]:
+            out.append(ch)
+        elif i == 0 or not covered[i - 1]:
+            out.append(REDACTED)
+    return "".join(out)
+
+
+@lru_cache(maxsize=16)
+def _windows(secret: str) -> tuple[int, frozenset[str]]:
+    """The width of a slice that counts as the key, and every such slice, lowered."""
+    width = min(_SLICE, len(secret))
+    key = secret.translate(_ASCII_LOWER)
+    return width, frozenset(key[i : i + width] for i in range(len(key) - width + 1))

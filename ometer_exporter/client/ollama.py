@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpx
 
@@ -31,6 +32,7 @@ from ometer_exporter.client.errors import (
     OllamaStreamError,
     OllamaStreamIncomplete,
     OllamaTimeout,
+    redact,
 )
 from ometer_exporter.client.replies import (
     ChatStream,
@@ -40,13 +42,16 @@ from ometer_exporter.client.replies import (
     LoadedModel,
     ShowInfo,
     TagModel,
+    check_depth,
     done_fields,
+    load_json,
     models_list,
-    parse_line,
     parse_loaded,
     parse_retry_after,
     parse_show,
+    parse_split_line,
     parse_tag,
+    parse_version,
 )
 from ometer_exporter.config.settings import Timeouts
 
@@ -54,6 +59,15 @@ MAX_BODY_BYTES: Final = 64 << 20  # /api/show lists every tensor; still far belo
 _ERROR_TEXT_LIMIT: Final = 300
 # Idle connections are kept across benchmark cycles so TCP/TLS setup never lands in a TTFT.
 _KEEPALIVE_EXPIRY: Final = 24 * 3600.0
+_ENTRY_WARNINGS: Final = 5  # bad entries named one by one per reply; the rest are counted
+# A long model list is parsed in slices with the event loop free in between (~5 ms each), and a
+# large body decoded off the loop: a server listing 100,000 models must not stall /metrics or
+# the timestamps of another target's runs.
+_ENTRIES_PER_SLICE: Final = 500
+_DECODE_OFF_LOOP_BYTES: Final = 1 << 20
+
+log = logging.getLogger(__name__)
+_Entry = TypeVar("_Entry", TagModel, LoadedModel)
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,22 +126,58 @@ class OllamaClient:
     # -- simple JSON endpoints ---------------------------------------------------------------
 
     async def version(self) -> str:
-        obj = await self._json("GET", "/api/version")
-        version = obj.get("version") if isinstance(obj, dict) else None
-        if not isinstance(version, str):
-            raise OllamaBadResponse("/api/version: no version string")
-        return version[:64]
+        return redact(parse_version(await self._json("GET", "/api/version")), self._api_key)
 
     async def tags(self) -> list[TagModel]:
-        obj = await self._json("GET", "/api/tags")
-        return [parse_tag(entry) for entry in models_list(obj, "/api/tags")]
+        """The models listed; a bad entry is left out (with a warning), not the whole reply."""
+        return await self._entries(await self._json("GET", "/api/tags"), "/api/tags", parse_tag)
 
     async def show(self, model: str) -> ShowInfo:
-        return parse_show(await self._json("POST", "/api/show", {"model": model}))
+        info = parse_show(await self._json("POST", "/api/show", {"model": model}))
+        if self._leaks(info):
+            raise OllamaBadResponse("/api/show: the reply carries the API key")
+        return info
 
     async def ps(self) -> list[LoadedModel]:
-        obj = await self._json("GET", "/api/ps")
-        return [parse_loaded(entry) for entry in models_list(obj, "/api/ps")]
+        """The models loaded; a bad entry is left out (with a warning), not the whole reply."""
+        return await self._entries(await self._json("GET", "/api/ps"), "/api/ps", parse_loaded)
+
+    async def _entries(self, obj: Any, path: str, parse: Callable[[Any], _Entry]) -> list[_Entry]:
+        out: list[_Entry] = []
+        bad = 0
+        for index, entry in enumerate(models_list(obj, path)):
+            if index and not index % _ENTRIES_PER_SLICE:
+                await asyncio.sleep(0)
+            try:
+                parsed = parse(entry)
+                if self._leaks(parsed):  # a key in a label would reach /metrics
+                    raise OllamaBadResponse(f"{path}: the entry carries the API key")
+            except OllamaBadResponse as exc:
+                bad += 1
+                if bad <= _ENTRY_WARNINGS:
+                    log.warning(
+                        "%s%s: model entry %d (%s) left out: %s",
+                        self._http.base_url, path, index, self._entry_name(entry), exc,
+                    )  # fmt: skip
+                continue
+            out.append(parsed)
+        if bad > _ENTRY_WARNINGS:
+            log.warning(
+                "%s%s: %d more bad model entries left out", self._http.base_url, path,
+                bad - _ENTRY_WARNINGS,
+            )  # fmt: skip
+        return out
+
+    def _entry_name(self, entry: Any) -> str:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        return f"name {self._safe(name[:80])!r}" if isinstance(name, str) else "no name"
+
+    def _leaks(self, value: TagModel | LoadedModel | ShowInfo) -> bool:
+        """Whether a parsed reply carries (a slice of) the API key in any of its strings."""
+        if self._api_key is None:
+            return False
+        texts = "\0".join(value.texts())  # a key is printable: no slice spans a \0
+        return redact(texts, self._api_key) != texts
 
     async def unload(self, model: str, *, embedding: bool = False) -> None:
         """Unload a model now (empty request with ``keep_alive: 0``)."""
@@ -154,7 +204,7 @@ class OllamaClient:
             ended_at=ended_at,
             embeddings=len(vectors),
             dimensions=len(first) if isinstance(first, list) else None,
-            done=done_fields(obj),
+            done=done_fields(obj, "/api/embed"),
         )
 
     # -- streamed chat -----------------------------------------------------------------------
@@ -194,8 +244,9 @@ class OllamaClient:
         total_deadline = loop.time() + t.total
         phase = "first_byte"
         sent_at = perf_counter()
+        first_byte = min(total_deadline, loop.time() + t.first_byte)
+        deadline: asyncio.Timeout | None = None
         try:
-            first_byte = min(total_deadline, loop.time() + t.first_byte)
             async with asyncio.timeout_at(first_byte) as deadline:
                 response = await self._send(request)
                 headers_at = perf_counter()
@@ -209,6 +260,8 @@ class OllamaClient:
                 finally:
                     await response.aclose()
         except TimeoutError:
+            if phase == "idle" and deadline is not None and deadline.when() == first_byte:
+                phase = "first_byte"  # headers came, but no chunk: still the first-byte deadline
             if loop.time() >= total_deadline - 0.001:
                 phase = "total"
             limit = {"first_byte": t.first_byte, "idle": t.idle, "total": t.total}[phase]
@@ -276,10 +329,9 @@ class OllamaClient:
             ) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc, path, streaming=phase == "idle") from None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise OllamaBadResponse(f"{path}: the reply is not JSON") from None
+        if len(raw) > _DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(load_json, raw, path)
+        return load_json(raw, path)
 
     async def _read_body(self, response: httpx.Response, path: str) -> bytes:
         chunks: list[bytes] = []
@@ -302,9 +354,10 @@ class OllamaClient:
                 if len(raw) > 64 << 10:
                     break
             try:
+                check_depth(raw, path)
                 obj = json.loads(raw)
                 text = str(obj.get("error", "")) if isinstance(obj, dict) else ""
-            except ValueError:
+            except (ValueError, RecursionError, OllamaBadResponse):
                 text = raw.decode("utf-8", "replace")
         except httpx.TransportError:
             pass
@@ -336,12 +389,11 @@ class OllamaClient:
     def _safe(self, value: object) -> str:
         """Server-supplied text made safe to log and show: one line, bounded, no secret."""
         text = value if isinstance(value, str) else json.dumps(value)
-        if self._api_key:
-            text = text.replace(self._api_key, "<redacted>")
-        text = "".join(ch if ch.isprintable() else " " for ch in text)
-        if len(text) > _ERROR_TEXT_LIMIT:
-            text = text[:_ERROR_TEXT_LIMIT] + "…"
-        return text
+        cut = len(text) > _ERROR_TEXT_LIMIT
+        text = text[:_ERROR_TEXT_LIMIT]
+        if not text.isprintable():
+            text = "".join(ch if ch.isprintable() else " " for ch in text)
+        return redact(text, self._api_key) + ("…" if cut else "")
 
 
 class _ChatTally:
@@ -377,7 +429,7 @@ class _ChatTally:
         thinking_chunks = self.thinking_chunks
         content_chunks = self.content_chunks
         done = self.done
-        parse = parse_line
+        parse = parse_split_line
         for line in self._splitter.feed(data):
             obj = parse(line)
             if obj is None:

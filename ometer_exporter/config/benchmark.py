@@ -9,6 +9,7 @@ from typing import Final, TypeVar
 
 from ometer_exporter.config.checks import Checker, join_path, kind_of, show
 from ometer_exporter.config.settings import (
+    MAX_MODELS_RANGE,
     NUM_PREDICT_RANGE,
     PROMPT_NUM_PREDICT_RANGE,
     PROMPT_TOKENS_RANGE,
@@ -23,7 +24,7 @@ _T = TypeVar("_T")
 TIMEOUT_KEYS: Final = ("connect", "first_byte", "idle", "total")
 BENCHMARK_KEYS: Final = (
     "interval", "jitter", "idle_before", "runs", "prompts", "num_predict",
-    "temperature", "seed", "think", "unload_after", "timeouts", "prompt_tokens",
+    "temperature", "seed", "think", "unload_after", "timeouts", "max_models", "prompt_tokens",
     "prompt_num_predict",
 )  # fmt: skip
 _THINK_MODES: Final[dict[str, ThinkMode]] = {"auto": "auto", "true": "true", "false": "false"}
@@ -51,6 +52,7 @@ class BenchmarkPatch:
     timeouts: dict[str, float] = field(default_factory=dict)
     prompt_tokens: tuple[int, ...] | None = None
     prompt_num_predict: int | None = None
+    max_models: int | None = None
 
     def apply(self, base: BenchmarkSettings) -> BenchmarkSettings:
         t = self.timeouts
@@ -73,6 +75,7 @@ class BenchmarkPatch:
                 idle=t.get("idle", base.timeouts.idle),
                 total=t.get("total", base.timeouts.total),
             ),
+            max_models=first(self.max_models, base.max_models),
         )
 
 
@@ -113,6 +116,9 @@ def _parse_workload(
         patch.prompt_num_predict = checker.in_range(
             section["prompt_num_predict"], at, PROMPT_NUM_PREDICT_RANGE
         )
+    if "max_models" in section:
+        at = join_path(path, "max_models")
+        patch.max_models = checker.in_range(section["max_models"], at, MAX_MODELS_RANGE)
 
 
 def _parse_request_options(

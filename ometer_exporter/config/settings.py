@@ -52,6 +52,9 @@ class BenchmarkSettings:
     # runs with ``prompt_num_predict`` output tokens (this axis measures prefill).
     prompt_tokens: tuple[int, ...] = ()
     prompt_num_predict: int = 16
+    # Models of one target reported on at most (the first ones /api/tags lists): a server
+    # listing 100,000 would cost 100,000 /api/show calls and their series.
+    max_models: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,9 @@ NUM_PREDICT_RANGE: Final = IntRange(
 )
 PROMPT_TOKENS_RANGE: Final = IntRange(16, 1_048_576)  # benchmark.prompt_tokens, each
 PROMPT_NUM_PREDICT_RANGE: Final = IntRange(1, 1024)  # benchmark.prompt_num_predict
+MAX_MODELS_RANGE: Final = IntRange(
+    1, 100_000, " (models a target lists beyond it are left out, with a warning)"
+)  # benchmark.max_models
 PARALLEL_RANGE: Final = IntRange(1, 10)  # bench --parallel, OMETER_PARALLEL
 # bench --runs and OMETER_RUNS: a quick terminal check keeps OMeter's narrower 1-3.
 ONESHOT_RUNS_RANGE: Final = IntRange(1, 3)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 
 from ometer_exporter.client.replies import TagModel
 from ometer_exporter.config.settings import DEFAULT_PROMPTS, BenchmarkSettings, TargetSettings
 from ometer_exporter.names import canonical_name, match_model
 from ometer_exporter.store.records import Method, TargetState
+
+log = logging.getLogger(__name__)
 
 
 def method_of(settings: BenchmarkSettings) -> Method:
@@ -36,13 +39,22 @@ def reported_models(target: TargetSettings, models: Iterable[TagModel]) -> list[
     """Models this target lists that it should report on (inventory), in tags order.
 
     On a local target, cloud pass-through entries are skipped unless included by exact name:
-    benchmarking them would bill the user's cloud account.
+    benchmarking them would bill the user's cloud account. At most ``max_models`` are kept (the
+    first ones listed): the rest are left out with a warning, so that a server listing 100,000
+    models costs neither 100,000 /api/show calls nor their series.
     """
     out = []
     for m in models:
         included = any(canonical_name(q).lower() == m.name.lower() for q in target.include)
         if target.cloud or not m.is_cloud_passthrough or included:
             out.append(m)
+    limit = target.benchmark.max_models
+    if len(out) > limit:
+        log.warning(
+            "target %s: lists %d models, more than max_models %d: the %d after %r are left out",
+            target.name, len(out), limit, len(out) - limit, out[limit - 1].name[:80],
+        )  # fmt: skip
+        del out[limit:]
     return out
 
 

@@ -7,6 +7,7 @@ Aggregates are over the good warm runs: median TTFT; Σ eval_count / Σ eval_dur
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from ometer_exporter.client.errors import ErrorType
 from ometer_exporter.client.replies import DoneFields
 
 _NS: Final = 1e-9
+# A rate over less than this is no measurement (Ollama's durations are nanosecond counts; a
+# token takes microseconds at the very least): None, never a huge or infinite figure.
+MIN_DURATION: Final = 1e-6
 
 Kind = Literal["chat", "embedding"]
 DiscardReason = Literal["reloaded", "short", "loop_lag", "contended"]
@@ -86,9 +90,9 @@ class RunResult:
         """``(eval_count - 1) / (last token chunk - first token chunk)``: chunks are not tokens."""
         count = self.done.eval_count
         span = _span(self.first_token_at, self.last_token_at)
-        if count is None or count < 2 or not span:
+        if count is None or count < 2 or span is None:
             return None
-        return (count - 1) / span
+        return _finite_rate(count - 1, span)
 
     @property
     def prompt_tokens_per_second(self) -> float | None:
@@ -103,7 +107,7 @@ class RunResult:
     @property
     def time_per_output_token(self) -> float | None:
         tps = self.tokens_per_second
-        return 1.0 / tps if tps else None
+        return 1.0 / tps if tps else None  # tps is finite, and at least 1e-10 when not 0
 
     @property
     def queue_wait(self) -> float | None:
@@ -283,9 +287,21 @@ def _seconds(ns: int | None) -> float | None:
 
 
 def _rate(count: int | None, duration_ns: int | None) -> float | None:
-    if count is None or not duration_ns or duration_ns <= 0:
+    if count is None or duration_ns is None:
         return None
-    return count / (duration_ns * _NS)
+    return _finite_rate(count, duration_ns * _NS)
+
+
+def _finite_rate(amount: float, seconds: float) -> float | None:
+    """`amount` per second over `seconds`; None over a zero or near-zero span, or when the
+    figure is not a finite float (an absurd count): only finite numbers leave measurement."""
+    if not seconds >= MIN_DURATION:  # also refuses NaN
+        return None
+    try:
+        rate = amount / seconds
+    except OverflowError:  # an int too large for a float
+        return None
+    return rate if math.isfinite(rate) else None
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -302,7 +318,7 @@ def _ratio(
         if n is not None and d is not None and d > 0:
             num += n
             den += d
-    return num / den * scale if den > 0 else None
+    return _finite_rate(num, den / scale) if den > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
