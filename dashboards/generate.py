@@ -704,6 +704,51 @@ def targets() -> list[Json]:
             [query(f"ometer_target_info{{{TARGET}}}", "{{target}} · Ollama {{version}}")],
             value_map({"1": ("running", "blue")}),
         ),
+        timeseries(
+            "Models left out (max_models)",
+            "Models a target listed beyond benchmark.max_models at its last discovery: they "
+            "are not reported on (the log names the first).",
+            [query(f"ometer_target_models_left_out{{{TARGET}}}", TARGET_LEGEND)],
+            unit="short",
+            width=24,
+            height=6,
+        ),
+    ]
+
+
+LENGTH_LEGEND = "{{model}} · {{prompt_tokens}} tokens · {{target}}"
+
+
+def prompt_length() -> list[Json]:
+    return [
+        timeseries(
+            "TTFT by prompt length",
+            "Time to first token with a prompt of each configured length "
+            "(benchmark.prompt_tokens; opt-in): the TTFT agents and long-context apps get.",
+            [query(f"ometer_prompt_length_time_to_first_token_seconds{{{MODEL}}}", LENGTH_LEGEND)],
+            unit="s",
+        ),
+        timeseries(
+            "Prefill rate by prompt length",
+            "prompt_eval_count / prompt_eval_duration at each length: attention makes it fall "
+            "as prompts grow.",
+            [query(f"ometer_prompt_length_prefill_tokens_per_second{{{MODEL}}}", LENGTH_LEGEND)],
+            unit="suffix: tok/s",
+        ),
+        timeseries(
+            "TTFT per 1k prompt tokens",
+            "Slope of TTFT against prompt length over the measured lengths: the figure to "
+            "compare models and servers by.",
+            [query(f"ometer_prompt_ttft_seconds_per_1k_tokens{{{MODEL}}}", LEGEND)],
+            unit="s",
+        ),
+        timeseries(
+            "Prompt tokens measured",
+            "The prompt tokens the server counted for each configured length (a capped length "
+            "is smaller than configured).",
+            [query(f"ometer_prompt_length_prompt_tokens{{{MODEL}}}", LENGTH_LEGEND)],
+            unit="short",
+        ),
     ]
 
 
@@ -841,6 +886,7 @@ Row = tuple[str, bool, Callable[[], list[Json]]]  # title, collapsed, panels
 ROWS: list[Row] = [
     ("Overview", False, overview),
     ("Time to first token", False, latency),
+    ("Prompt length", False, prompt_length),
     ("Throughput", False, throughput),
     ("Loading and queueing", False, loading),
     ("Reliability", False, reliability),

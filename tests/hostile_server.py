@@ -84,7 +84,7 @@ class Bodies:
     version: Reply = field(default_factory=lambda: Reply(dumps({"version": "0.33.0"})))
     tags: Reply = field(default_factory=lambda: Reply(dumps({"models": [tag_entry()]})))
     show: Reply = field(default_factory=lambda: Reply(dumps(show_body())))
-    ps: Reply = field(default_factory=lambda: Reply(dumps({"models": [ps_entry()]})))
+    ps: Reply | None = None  # None: the model's entry, its expiry moving as Ollama's does
     chat: list[bytes] = field(default_factory=lambda: [chunk()] * 16 + [done_line()])
     chat_status: int = 200
     embed: Reply = field(default_factory=lambda: Reply(dumps({"model": MODEL, "embeddings": []})))
@@ -96,11 +96,12 @@ class HostileServer:
     def __init__(self, bodies: Bodies) -> None:
         self.bodies = bodies
         self.calls: Counter[str] = Counter()
+        self.finished = 0  # chat requests answered to the end
         app = web.Application(client_max_size=1 << 20)
         app.router.add_get("/api/version", self._fixed("version"))
         app.router.add_get("/api/tags", self._fixed("tags"))
         app.router.add_post("/api/show", self._fixed("show"))
-        app.router.add_get("/api/ps", self._fixed("ps"))
+        app.router.add_get("/api/ps", self._ps)
         app.router.add_post("/api/embed", self._fixed("embed"))
         app.router.add_post("/api/chat", self._chat)
         self._runner = web.AppRunner(app)
@@ -123,6 +124,17 @@ class HostileServer:
 
         return handler
 
+    async def _ps(self, request: web.Request) -> web.Response:
+        """A hostile reply if the case has one; else the loaded model, whose expiry moves each
+        time a chat request ends (Ollama recomputes it when the model goes idle)."""
+        self.calls[request.path] += 1
+        if self.bodies.ps is not None:
+            return web.Response(body=self.bodies.ps.body, status=self.bodies.ps.status,
+                                content_type="application/json")  # fmt: skip
+        expires = f"2026-08-22T10:06:{self.finished % 60:02d}.5+02:00"
+        body = dumps({"models": [ps_entry(expires_at=expires)]})
+        return web.Response(body=body, content_type="application/json")
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.calls[request.path] += 1
         body = await request.json()
@@ -139,4 +151,5 @@ class HostileServer:
             await response.write(line + b"\n")
             await asyncio.sleep(CHUNK_PAUSE)
         await response.write_eof()
+        self.finished += 1
         return response

@@ -50,6 +50,7 @@ benchmark:
   interval: 500ms
   jitter: 0%
   idle_before: 0s
+  prompt_tokens: [128, 512]  # the prompt-length panels need data too
   runs: 2
   num_predict: 16
 targets:

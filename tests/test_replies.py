@@ -6,6 +6,7 @@ the value that used to get through, and what it is now.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -490,13 +491,17 @@ def test_models_beyond_max_models_are_left_out_with_a_warning(caplog) -> None:
     target = TargetSettings(name="big", url="http://x", cloud=False,
                             benchmark=BenchmarkSettings(max_models=10))  # fmt: skip
     with caplog.at_level(logging.WARNING, "ometer_exporter.loop.selection"):
-        kept = reported_models(target, models)
-    assert [m.name for m in kept] == [f"m{i}:latest" for i in range(10)]
+        kept, left_out = reported_models(target, models)
+    assert [m.name for m in kept] == [f"m{i}:latest" for i in range(10)] and left_out == 2
     assert caplog.records[0].getMessage() == (
-        "target big: lists 12 models, more than max_models 10: the 2 after 'm9:latest' are left out"
+        "target big: lists 12 models, more than max_models 10: 2 left out (first 'm10:latest')"
     )
     caplog.clear()
-    assert len(reported_models(target, models[:10])) == 10 and not caplog.records
+    assert reported_models(target, models[:10])[1] == 0 and not caplog.records
+    # A model the target includes by name is kept first, wherever it is listed.
+    included = dataclasses.replace(target, include=("m11",))
+    kept, _ = reported_models(included, models)
+    assert [m.name for m in kept] == [f"m{i}:latest" for i in range(9)] + ["m11:latest"]
 
 
 key_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="<>"),

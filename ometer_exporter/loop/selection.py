@@ -35,13 +35,17 @@ def target_state(target: TargetSettings) -> TargetState:
     )
 
 
-def reported_models(target: TargetSettings, models: Iterable[TagModel]) -> list[TagModel]:
-    """Models this target lists that it should report on (inventory), in tags order.
+def reported_models(
+    target: TargetSettings, models: Iterable[TagModel]
+) -> tuple[list[TagModel], int]:
+    """Models this target lists that it should report on (inventory), in tags order, and how
+    many were left out by ``max_models``.
 
     On a local target, cloud pass-through entries are skipped unless included by exact name:
-    benchmarking them would bill the user's cloud account. At most ``max_models`` are kept (the
-    first ones listed): the rest are left out with a warning, so that a server listing 100,000
-    models costs neither 100,000 /api/show calls nor their series.
+    benchmarking them would bill the user's cloud account. At most ``max_models`` are kept, those
+    include/exclude let in first, then the first ones listed: the rest are left out with a
+    warning, so that a server listing 100,000 models costs neither 100,000 /api/show calls nor
+    their series.
     """
     out = []
     for m in models:
@@ -49,13 +53,15 @@ def reported_models(target: TargetSettings, models: Iterable[TagModel]) -> list[
         if target.cloud or not m.is_cloud_passthrough or included:
             out.append(m)
     limit = target.benchmark.max_models
-    if len(out) > limit:
-        log.warning(
-            "target %s: lists %d models, more than max_models %d: the %d after %r are left out",
-            target.name, len(out), limit, len(out) - limit, out[limit - 1].name[:80],
-        )  # fmt: skip
-        del out[limit:]
-    return out
+    if len(out) <= limit:
+        return out, 0
+    kept = {id(m) for m in sorted(out, key=lambda m: not wanted(target, m.name))[:limit]}
+    left_out = [m for m in out if id(m) not in kept]
+    log.warning(
+        "target %s: lists %d models, more than max_models %d: %d left out (first %r)",
+        target.name, len(out), limit, len(left_out), left_out[0].name[:80],
+    )  # fmt: skip
+    return [m for m in out if id(m) in kept], len(left_out)
 
 
 def wanted(target: TargetSettings, name: str) -> bool:

@@ -276,7 +276,7 @@ class TargetWorker:
             version: str | None = await self.client.version()
         except OllamaNotFound:
             version = None  # Ollama Cloud may not serve /api/version
-        tags = reported_models(self.target, await self.client.tags())
+        tags, left_out = reported_models(self.target, await self.client.tags())
         loaded: dict[str, int | None] | None = None
         if not self.target.cloud:
             ps = await self.client.ps()
@@ -293,7 +293,9 @@ class TargetWorker:
                 wanted=wanted(self.target, tag.name),
                 select_all=self.target.select == "all",
             )
-        self.store.update_target(name, up=True, version=version, error=None)
+        self.store.update_target(
+            name, up=True, version=version, error=None, models_left_out=left_out
+        )
         self.store.set_inventory(name, inventory)
         self._models = [tag.name for tag in tags]
         self._cloud_models = frozenset(t.name for t in tags if t.is_cloud_passthrough)

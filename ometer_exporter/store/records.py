@@ -411,6 +411,7 @@ class TargetState:
     url: str = ""  # never with credentials (config keeps them out of target URLs)
     select: str = "loaded"
     next_cycle_at: float | None = None  # Unix seconds of the next cycle (discovery and sweep)
+    models_left_out: int = 0  # listed beyond max_models at the last discovery
     up: bool | None = None  # None: not contacted yet
     version: str | None = None
     last_cycle_started: float | None = None

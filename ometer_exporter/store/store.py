@@ -124,6 +124,7 @@ class Store:
         last_cycle_duration: float | Keep | None = KEEP,
         loop_errors: int | Keep = KEEP,
         next_cycle_at: float | Keep | None = KEEP,
+        models_left_out: int | Keep = KEEP,
     ) -> None:
         """Change some of a target's fields; those left at ``KEEP`` stay as they are."""
         old = self._snapshot.targets.get(name)
@@ -138,6 +139,7 @@ class Store:
             last_cycle_duration=_kept(last_cycle_duration, old.last_cycle_duration),
             loop_errors=_kept(loop_errors, old.loop_errors),
             next_cycle_at=_kept(next_cycle_at, old.next_cycle_at),
+            models_left_out=_kept(models_left_out, old.models_left_out),
         )
         targets = dict(self._snapshot.targets)
         targets[name] = new

@@ -214,7 +214,13 @@ LOOP_ERRORS = Spec(
     "Unexpected errors the target's benchmark loop survived (see the log).",
     _T,
 )
-TARGET_SPECS: Final = (UP, TARGET_INFO, INTERVAL, CONFIG_INFO, CYCLE, LOOP_ERRORS)
+LEFT_OUT = _g(
+    "ometer_target_models_left_out",
+    "Models the target listed beyond benchmark.max_models at its last discovery (not reported "
+    "on; see the log).",
+    _T,
+)
+TARGET_SPECS: Final = (UP, TARGET_INFO, INTERVAL, CONFIG_INFO, CYCLE, LOOP_ERRORS, LEFT_OUT)
 
 BUILD = Spec("ometer_build", "info", "ometer-exporter build.", ("version",))
 RELOAD_OK = _g(
@@ -365,6 +371,7 @@ def target_samples(t: TargetState) -> list[Sample]:
     if t.last_cycle_duration is not None:
         out.append((CYCLE, n, t.last_cycle_duration))
     out.append((LOOP_ERRORS, n, float(t.loop_errors)))
+    out.append((LEFT_OUT, n, float(t.models_left_out)))
     return out
 
 
