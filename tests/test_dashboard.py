@@ -128,6 +128,7 @@ def test_organised_in_rows(dashboard: Json) -> None:
     assert rows == [
         "Overview",
         "Time to first token",
+        "Prompt length",
         "Throughput",
         "Loading and queueing",
         "Reliability",
