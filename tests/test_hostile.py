@@ -277,3 +277,39 @@ async def test_hostile_server(name: str, emulator_factory, start_exporter: Start
         await check_endpoints(again)
     finally:
         await server.close()
+
+
+ONESHOT_CASES = ("tags-size-401-digits", "lone-surrogate-name", "deep-ps", "deep-stream-line",
+                 "infinite-tokens-per-second", "modified-at-year-10000", "50000-capabilities",
+                 "deep-show")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ONESHOT_CASES)
+async def test_the_oneshot_exits_with_its_code_not_a_traceback(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench`` on a hostile server: a documented exit code, one-line errors, nothing leaked,
+    nothing poisonous written to the shared store."""
+    import asyncio
+
+    from ometer_exporter.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    server = HostileServer(CASES[name].bodies)
+    url = await server.start()
+    env = {"HOME": str(tmp_path), "OLLAMA_HOST": url, "OMETER_STORAGE_PATH": str(tmp_path / "d")}
+    try:
+        code = await asyncio.to_thread(main, ["bench", "--ttft", "--tps", "--json"], env)
+    finally:
+        await server.close()
+    out, err = capsys.readouterr()
+    assert code in (0, 1, 3), (code, err)  # all measured / nothing reachable / some failed
+    assert "Traceback" not in err and "Traceback" not in out
+    assert KEY not in out + err and KEY[:9].upper() not in out + err
+    if code == 1:  # nothing reachable (the deep /api/ps): the reason, and no JSON
+        assert out == "" and "cannot reach local" in err
+    else:
+        rows = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in bench --json"))
+        assert isinstance(rows, list)
+    for line in err.splitlines():
+        assert len(line) < 400, line  # one short line per error, not a dump of the reply
