@@ -661,3 +661,26 @@ async def test_the_table_shows_the_cold_load_time_as_the_export(emu, home, capsy
     assert json.loads(capsys.readouterr().out)[0]["load_duration_seconds"] == load
     assert await run(["--history"], env) == 0
     assert grades.format_seconds(load) in llama_line(capsys.readouterr().out)
+
+
+async def test_prompt_tokens_measures_the_prompt_length_axis(emulator_factory, home,
+                                                             capsys) -> None:  # fmt: skip
+    emu = await emulator_factory([chat_model("llama3.2:latest", prefill_tokens_per_second=20000.0)],
+                                 default_num_ctx=4096)  # fmt: skip
+    code = await run(["--ttft", "--prompt-tokens", "512,2048,8192"], environ(home, emu.url))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Prompt length"))
+    assert "512" in lines[head + 1] and "2048" in lines[head + 2]
+    assert "skipped" in lines[head + 3] and "4096-token context" in lines[head + 3]
+    assert "TTFT per 1k prompt tokens" in lines[head + 4]
+    sent = [r for r in emu.records_for("/api/chat") if r.body.get("messages")]
+    assert not [r for r in sent if "num_ctx" in r.body.get("options", {})]
+
+
+async def test_prompt_tokens_is_checked(home, capsys) -> None:
+    code = await run(["--ttft", "--prompt-tokens", "512,lots,2"], environ(home, "http://x:1"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "flag --prompt-tokens[1]" in err and "flag --prompt-tokens[2]" in err

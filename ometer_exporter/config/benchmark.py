@@ -110,7 +110,7 @@ def _parse_workload(
         patch.num_predict = checker.in_range(section["num_predict"], at, NUM_PREDICT_RANGE)
     if "prompt_tokens" in section:
         at = join_path(path, "prompt_tokens")
-        patch.prompt_tokens = _lengths(checker, section["prompt_tokens"], at)
+        patch.prompt_tokens = parse_lengths(checker, section["prompt_tokens"], at)
     if "prompt_num_predict" in section:
         at = join_path(path, "prompt_num_predict")
         patch.prompt_num_predict = checker.in_range(
@@ -149,7 +149,7 @@ def _parse_request_options(
                 patch.timeouts[key] = seconds
 
 
-def _lengths(checker: Checker, value: object, path: str) -> tuple[int, ...] | None:
+def parse_lengths(checker: Checker, value: object, path: str) -> tuple[int, ...] | None:
     """Distinct prompt lengths in tokens, ascending (an empty list turns the axis off)."""
     if not isinstance(value, list):
         each = PROMPT_TOKENS_RANGE.allowed

@@ -12,6 +12,7 @@ from typing import Any, Final, TextIO
 from ometer_exporter.cli.flags import Elsewhere, Parser
 from ometer_exporter.cli.oneshot.screen import isatty
 from ometer_exporter.config.api_keys import checked_key
+from ometer_exporter.config.benchmark import parse_lengths
 from ometer_exporter.config.checks import Checker, ConfigError, show_path
 from ometer_exporter.config.load import load_settings
 from ometer_exporter.config.settings import (
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                       f"{_span(PARALLEL_RANGE)} (default 1)")  # fmt: skip
     what.add_argument("--num-predict", metavar="N",
                       help="output tokens per run (default 128)")  # fmt: skip
+    what.add_argument("--prompt-tokens", metavar="N,N…",
+                      help="also measure TTFT and prefill at these prompt lengths in tokens, "
+                      "e.g. 512,4096 (capped to the context each model runs with)")  # fmt: skip
     out = parser.add_argument_group("output")
     out.add_argument("--sort", choices=tuple(queries.SORT_KEYS),
                      help="sort best first: name A-Z, size/ctx largest, modified newest, "
@@ -162,6 +166,7 @@ class Options:
     prompts: tuple[str, ...] | None
     parallel: int
     num_predict: int | None
+    prompt_tokens: tuple[int, ...] | None
     sort: str | None
     reverse: bool
     json_path: str | None
@@ -188,6 +193,10 @@ def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: Text
     parallel = args.parallel
     if parallel is None:
         parallel = _env_int(checker, env, "OMETER_PARALLEL", PARALLEL_RANGE) or 1
+    lengths = None
+    if args.prompt_tokens is not None:
+        items: list[object] = [_int_or_text(t) for t in args.prompt_tokens.split(",") if t.strip()]
+        lengths = parse_lengths(checker, items, "flag --prompt-tokens")
     if checker.problems:
         raise UsageError(checker.problems)
     # --history reads the store only: it sends nothing, so it needs no key (nor reads one).
@@ -214,6 +223,7 @@ def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: Text
         prompts=prompts,
         parallel=parallel,
         num_predict=args.num_predict,
+        prompt_tokens=lengths,
         sort=args.sort,
         reverse=args.reverse,
         json_path=args.json,
@@ -224,6 +234,12 @@ def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: Text
         local_targets=local,
         cloud_targets=cloud,
     )
+
+
+def _int_or_text(text: str) -> object:
+    """A flag's list item: an integer when it reads as one (the checker names it otherwise)."""
+    text = text.strip()
+    return int(text) if text.lstrip("+-").isdigit() else text
 
 
 def _check_outputs(checker: Checker, json_path: str | None, csv_path: str | None) -> None:
@@ -286,6 +302,7 @@ def for_oneshot(target: TargetSettings, opts: Options) -> TargetSettings:
         runs=opts.runs if opts.runs is not None else bench.runs,
         prompts=opts.prompts if opts.prompts is not None else bench.prompts,
         num_predict=opts.num_predict if opts.num_predict is not None else bench.num_predict,
+        prompt_tokens=opts.prompt_tokens if opts.prompt_tokens is not None else bench.prompt_tokens,
     )
     if opts.models:  # named models win over the file's include/exclude
         return replace(target, select="all", include=opts.models, exclude=(), benchmark=bench)

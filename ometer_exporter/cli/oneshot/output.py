@@ -64,3 +64,32 @@ def outcome(
         parts.append(f"not reached: {', '.join(unreached)}")
     print(f"ometer-exporter bench: {'; '.join(parts)} (exit {EXIT_FAILED})", file=stderr)
     return EXIT_FAILED
+
+
+def lengths_text(rows: Sequence[export.Row]) -> str:
+    """The prompt-length axis (``--prompt-tokens``) under the table: one line per model and
+    length, then each model's fitted TTFT per 1k prompt tokens; "" without it."""
+    if not rows:
+        return ""
+    width = max(len(grades.plain(r["model"])) for r in rows)
+    lines = [f"{'Prompt length':<{width}}  {'asked':>7}  {'counted':>7}  {'TTFT':>8}  "
+             f"{'prefill tok/s':>13}"]  # fmt: skip
+    slopes: dict[str, float] = {}
+    for r in rows:
+        name = grades.plain(r["model"])
+        if r["skipped"]:
+            lines.append(f"{name:<{width}}  {r['prompt_tokens']:>7}  skipped: {r['skipped']}")
+            continue
+        ttft = r["time_to_first_token_seconds"]
+        prefill = r["prefill_tokens_per_second"]
+        lines.append(
+            f"{name:<{width}}  {r['prompt_tokens']:>7}  {r['actual_prompt_tokens'] or '—':>7}  "
+            f"{grades.format_seconds(ttft) if ttft is not None else '—':>8}  "
+            f"{f'{prefill:,.0f}' if prefill is not None else '—':>13}"
+            f"{'  (capped)' if r['capped'] else ''}"
+        )
+        if r["ttft_seconds_per_1k_tokens"] is not None:
+            slopes[name] = r["ttft_seconds_per_1k_tokens"]
+    lines += [f"{name}: +{grades.format_seconds(s)} TTFT per 1k prompt tokens"
+              for name, s in slopes.items()]  # fmt: skip
+    return "\n".join(lines) + "\n"

@@ -211,6 +211,9 @@ async def _bench(
             if show_table:
                 stdout.write(run.text(columns) + "\n")
                 stdout.flush()
+            if not opts.to_stdout and opts.measure:
+                snapshot = store.snapshot
+                stdout.write(output.lengths_text(export.length_rows(snapshot, queries.Query())))
             code = output.write_exports(opts, run.rows(), stdout, stderr)
             failed = run.failed() if opts.measure else []
             return code or output.outcome(failed, len(run.selected), run.unreached, stderr)
