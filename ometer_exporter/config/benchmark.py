@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from ometer_exporter.config.capacity import CapacityPatch, apply_capacity, parse_capacity
 from ometer_exporter.config.checks import Checker, join_path, kind_of, show
 from ometer_exporter.config.settings import (
     MAX_MODELS_RANGE,
@@ -25,7 +26,7 @@ TIMEOUT_KEYS: Final = ("connect", "first_byte", "idle", "total")
 BENCHMARK_KEYS: Final = (
     "interval", "jitter", "idle_before", "runs", "prompts", "num_predict",
     "temperature", "seed", "think", "unload_after", "timeouts", "max_models", "prompt_tokens",
-    "prompt_num_predict",
+    "prompt_num_predict", "capacity",
 )  # fmt: skip
 _THINK_MODES: Final[dict[str, ThinkMode]] = {"auto": "auto", "true": "true", "false": "false"}
 
@@ -52,6 +53,7 @@ class BenchmarkPatch:
     timeouts: dict[str, float] = field(default_factory=dict)
     prompt_tokens: tuple[int, ...] | None = None
     prompt_num_predict: int | None = None
+    capacity: CapacityPatch = field(default_factory=dict)
     max_models: int | None = None
 
     def apply(self, base: BenchmarkSettings) -> BenchmarkSettings:
@@ -69,6 +71,7 @@ class BenchmarkPatch:
             unload_after=first(self.unload_after, base.unload_after),
             prompt_tokens=first(self.prompt_tokens, base.prompt_tokens),
             prompt_num_predict=first(self.prompt_num_predict, base.prompt_num_predict),
+            capacity=apply_capacity(self.capacity, base.capacity),
             timeouts=Timeouts(
                 connect=t.get("connect", base.timeouts.connect),
                 first_byte=t.get("first_byte", base.timeouts.first_byte),
@@ -111,6 +114,9 @@ def _parse_workload(
     if "prompt_tokens" in section:
         at = join_path(path, "prompt_tokens")
         patch.prompt_tokens = parse_lengths(checker, section["prompt_tokens"], at)
+    if "capacity" in section:
+        at = join_path(path, "capacity")
+        patch.capacity = parse_capacity(checker, section["capacity"], at)
     if "prompt_num_predict" in section:
         at = join_path(path, "prompt_num_predict")
         patch.prompt_num_predict = checker.in_range(

@@ -32,6 +32,29 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class Slo:
+    """What a request must meet to count for a capacity sweep's attainment and goodput."""
+
+    ttft: float = 1.0  # seconds to the first token
+    tpot: float = 0.1  # seconds per output token after the first
+    attainment: float = 0.95  # share of a level's requests that must meet both
+
+
+@dataclass(frozen=True, slots=True)
+class CapacitySettings:
+    """The load sweep (opt-in: it puts real load on the server): concurrent users per level."""
+
+    enabled: bool = False
+    interval: float = 86400.0  # one sweep per model per interval
+    window: str = ""  # "HH:MM-HH:MM" local time in which a sweep may start; "" any time
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    requests_per_level: int = 16  # completed requests per level (at least the level itself)
+    num_predict: int = 128
+    slo: Slo = Slo()
+    refine: bool = False  # bisect between the last passing and the first failing level
+
+
+@dataclass(frozen=True, slots=True)
 class BenchmarkSettings:
     """How one target's models are benchmarked (defaults, overridable per target)."""
 
@@ -52,6 +75,7 @@ class BenchmarkSettings:
     # runs with ``prompt_num_predict`` output tokens (this axis measures prefill).
     prompt_tokens: tuple[int, ...] = ()
     prompt_num_predict: int = 16
+    capacity: CapacitySettings = CapacitySettings()
     # Models of one target reported on at most (the first ones /api/tags lists): a server
     # listing 100,000 would cost 100,000 /api/show calls and their series.
     max_models: int = 1000
@@ -109,6 +133,8 @@ PROMPT_NUM_PREDICT_RANGE: Final = IntRange(1, 1024)  # benchmark.prompt_num_pred
 MAX_MODELS_RANGE: Final = IntRange(
     1, 100_000, " (models a target lists beyond it are left out, with a warning)"
 )  # benchmark.max_models
+CONCURRENCY_RANGE: Final = IntRange(1, 256)  # benchmark.capacity.concurrency, each level
+REQUESTS_PER_LEVEL_RANGE: Final = IntRange(1, 10_000)  # benchmark.capacity.requests_per_level
 PARALLEL_RANGE: Final = IntRange(1, 10)  # bench --parallel, OMETER_PARALLEL
 # bench --runs and OMETER_RUNS: a quick terminal check keeps OMeter's narrower 1-3.
 ONESHOT_RUNS_RANGE: Final = IntRange(1, 3)

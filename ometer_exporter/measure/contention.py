@@ -75,3 +75,28 @@ class IdleWatch:
                 self.last = entry.expires_at if entry is not None else None
                 return True
         return False
+
+
+class QuietGate:
+    """Before and after each level of a load sweep: was the model left to us?
+
+    After a level our last reply must have moved the expiry (else another request is still
+    running); then, during ``pause`` seconds in which we send nothing, it must not move (else
+    another request finished)."""
+
+    def __init__(self, watch: IdleWatch, pause: float) -> None:
+        self.watch = watch
+        self.pause = pause
+        self.sent = False
+
+    async def __call__(self) -> bool:
+        if self.sent and not await self.watch.went_idle():
+            return False
+        self.sent = True
+        before = self.watch.last
+        await asyncio.sleep(self.pause)
+        try:
+            entry = await loaded_entry(self.watch.client, self.watch.model)
+        except OllamaError:
+            return True  # unknown is quiet: a failing /api/ps never aborts a sweep
+        return (entry.expires_at if entry is not None else None) == before

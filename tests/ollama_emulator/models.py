@@ -65,6 +65,9 @@ class EmulatedModel:
     # c..n costs (n - c) / prefill_tokens_per_second + prefill_quadratic * (n² - c²) seconds.
     prefill_quadratic: float = 0.0
     decode_tokens_per_second: float = 100.0
+    # Continuous batching: each extra sequence decoding on the runner at the same time slows
+    # every sequence's decode by this fraction (0.1: 4 sequences decode at 1/1.3 the rate each).
+    batch_slowdown: float = 0.0
     thinking_tokens: int = 0
     output_tokens: int = 64
     remote_host: str | None = None  # cloud pass-through stub, e.g. "https://ollama.com:443"

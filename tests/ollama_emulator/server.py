@@ -211,6 +211,7 @@ class _Runner:
     virtual: bool = False  # cloud / remote stub: never loads, never listed
     loading: bool = True
     in_flight: int = 0
+    decoding: int = 0  # sequences past prefill, generating (continuous batching)
     expires_ns: int = 0  # wall clock (epoch ns) shown in /api/ps
     expires_perf: float | None = None  # real deadline while idle; None = never
     draining: bool = False
@@ -1136,7 +1137,7 @@ class OllamaEmulator:
                 prompt_ns = self._ns(t_first - prefill_start + ctx.prefill_stretch)
                 job = _Generation(
                     emu=self, ctx=ctx, chat=chat, name=name, plan=plan, interval=interval,
-                    t_first=t_first, fault=fault, done_reason=done_reason,
+                    t_first=t_first, fault=fault, done_reason=done_reason, runner=runner,
                     final_extra=final_extra, metrics=lambda eval_real, eval_stretch: (
                         self._final_metrics(ctx, load_ns, len(tokens), prompt_ns, n, eval_real,
                                             eval_stretch)),
@@ -1323,6 +1324,7 @@ class _Generation:
     done_reason: str
     final_extra: dict[str, Any]
     metrics: Callable[[float, float], dict[str, int]]  # (eval real s, eval stretch s) → metrics
+    runner: _Runner | None = None
     resp: _LazyHeadersResponse | None = None
     eval_stretch: float = 0.0
 
@@ -1434,12 +1436,30 @@ class _Generation:
             transport.abort()
         return True
 
+    def _step(self) -> float:
+        """Seconds to the next token: the decode interval, stretched by the other sequences
+        decoding on the same runner (continuous batching)."""
+        runner = self.runner
+        slowdown = runner.model.batch_slowdown if runner is not None else 0.0
+        others = max(0, runner.decoding - 1) if runner is not None else 0
+        return self.interval * (1 + slowdown * others)
+
     async def stream(self) -> web.StreamResponse:
+        if self.runner is not None:
+            self.runner.decoding += 1
+        try:
+            return await self._stream()
+        finally:
+            if self.runner is not None:
+                self.runner.decoding -= 1
+
+    async def _stream(self) -> web.StreamResponse:
         rec = self.ctx.rec
         n = len(self.plan)
         f = self.fault
         fault_at = min(f.after_chunks, n) if f is not None and f.kind in _MID_STREAM_KINDS else -1
-        origin = self.t_first
+        batching = self.runner is not None and self.runner.model.batch_slowdown > 0
+        origin = due = self.t_first
         rec.first_token = self.t_first if n else None
         try:
             for i in range(n + 1):
@@ -1448,9 +1468,12 @@ class _Generation:
                         return self.resp if self.resp is not None else web.StreamResponse()
                     # continue at the decode rate from where the stall left off
                     origin = max(origin, perf_counter() - i * self.interval)
+                    due = max(due, perf_counter())
                 if i == n:
                     break
-                await _sleep_until(origin + i * self.interval)
+                if batching:
+                    due = due + self._step() if i else due
+                await _sleep_until(due if batching else origin + i * self.interval)
                 rec.last_token = perf_counter()
                 thinking = self.plan[i][1]
                 t = await self._write(self._line(i))
@@ -1464,7 +1487,10 @@ class _Generation:
                         rec.first_content = t
                 rec.last_token_chunk = t
             if n:
-                self.eval_stretch += self.emu._stretch((n - 1) * self.interval)
+                span = rec.last_token - self.t_first if batching and rec.last_token else None
+                self.eval_stretch += self.emu._stretch(
+                    span if span is not None else (n - 1) * self.interval
+                )
             metrics = self.metrics(perf_counter() - self.t_first, self.eval_stretch)
             rec.done_written = await self._write(
                 (go_json(self._final("", "", metrics)) + "\n").encode()

@@ -1,0 +1,120 @@
+"""The ``benchmark.capacity`` keys (the load sweep), read from ``benchmark`` or a target.
+
+A target's ``capacity`` mapping overrides the defaults key by key (``slo`` too), as
+``timeouts`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from typing import Final
+
+from ometer_exporter.config.checks import Checker, join_path, show
+from ometer_exporter.config.settings import (
+    CONCURRENCY_RANGE,
+    NUM_PREDICT_RANGE,
+    REQUESTS_PER_LEVEL_RANGE,
+    CapacitySettings,
+    Slo,
+)
+
+CAPACITY_KEYS: Final = (
+    "enabled", "interval", "window", "concurrency", "requests_per_level", "num_predict", "slo",
+    "refine",
+)  # fmt: skip
+SLO_KEYS: Final = ("ttft", "tpot", "attainment")
+_WINDOW: Final = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)")
+
+CapacityPatch = dict[str, object]  # the keys one section sets, checked; "slo" holds a dict
+
+
+def parse_capacity(checker: Checker, value: object, path: str) -> CapacityPatch:
+    """The capacity keys present in one section's ``capacity`` mapping."""
+    section = checker.mapping(value, path, CAPACITY_KEYS) or {}
+    patch: CapacityPatch = {}
+    for key, item in section.items():
+        at = join_path(path, key)
+        checked = _checked(checker, key, item, at)
+        if checked is not None:
+            patch[key] = checked
+    return patch
+
+
+def _checked(checker: Checker, key: str, item: object, at: str) -> object | None:
+    if key in ("enabled", "refine"):
+        return checker.boolean(item, at)
+    if key == "interval":
+        return checker.duration(item, at)
+    if key == "window":
+        return _window(checker, item, at)
+    if key == "concurrency":
+        return _levels(checker, item, at)
+    if key == "requests_per_level":
+        return checker.in_range(item, at, REQUESTS_PER_LEVEL_RANGE)
+    if key == "num_predict":
+        return checker.in_range(item, at, NUM_PREDICT_RANGE)
+    return _slo(checker, item, at)
+
+
+def _window(checker: Checker, value: object, path: str) -> str | None:
+    allowed = 'allowed: "" (any time) or "HH:MM-HH:MM" in local time, e.g. "01:00-05:00"'
+    if not isinstance(value, str) or not (value == "" or _WINDOW.fullmatch(value)):
+        checker.add(path, f"{show(value)} is not a time window; {allowed}")
+        return None
+    return value
+
+
+def _levels(checker: Checker, value: object, path: str) -> tuple[int, ...] | None:
+    if not isinstance(value, list) or not value:
+        checker.wrong_type(path, value, "a non-empty list of concurrency levels, e.g. [1, 2, 4]")
+        return None
+    levels = [checker.in_range(v, f"{path}[{i}]", CONCURRENCY_RANGE) for i, v in enumerate(value)]
+    if any(level is None for level in levels):
+        return None
+    distinct = sorted({level for level in levels if level is not None})
+    if len(distinct) != len(levels):
+        checker.add(path, f"{show(value)} repeats a level; allowed: distinct levels")
+        return None
+    return tuple(distinct)
+
+
+def _slo(checker: Checker, value: object, path: str) -> dict[str, float] | None:
+    section = checker.mapping(value, path, SLO_KEYS)
+    if section is None:
+        return None
+    out: dict[str, float] = {}
+    for key, item in section.items():
+        at = join_path(path, key)
+        if key == "attainment":
+            number = checker.number(item, at, 0.0, 1.0)
+        else:
+            number = checker.duration(item, at)
+        if number is not None:
+            out[key] = number
+    return out
+
+
+def apply_capacity(patch: CapacityPatch, base: CapacitySettings) -> CapacitySettings:
+    """``base`` with the keys of ``patch`` set (``slo`` merged key by key)."""
+    names = {f.name for f in fields(CapacitySettings)} - {"slo"}
+    changes = {k: v for k, v in patch.items() if k in names}
+    slo = patch.get("slo")
+    merged = replace(base, **changes)  # type: ignore[arg-type]
+    if isinstance(slo, Mapping):
+        merged = replace(merged, slo=replace(base.slo, **slo))
+    return merged
+
+
+def in_window(window: str, minutes: int) -> bool:
+    """Whether ``minutes`` after local midnight lie in ``window`` (which may wrap midnight)."""
+    match = _WINDOW.fullmatch(window)
+    if not match:
+        return True
+    start = int(match[1]) * 60 + int(match[2])
+    end = int(match[3]) * 60 + int(match[4])
+    return start <= minutes < end if start <= end else minutes >= start or minutes < end
+
+
+__all__ = ["CapacitySettings", "Slo", "apply_capacity", "in_window", "parse_capacity"]

@@ -1,0 +1,231 @@
+"""The load sweep: how many concurrent users a model serves within its SLO.
+
+Method (the definitions vLLM's ``bench serve`` and AIPerf use):
+
+* **Closed loop per level** ``c``: ``c`` workers send back-to-back requests, each with its own
+  nonce-led prompt, until ``max(requests_per_level, c)`` have completed; levels ascending.
+* **Per request**: TTFT; TPOT = (e2e − TTFT) / (output tokens − 1), the first token excluded;
+  e2e; the server's queue wait where it reports one.
+* **Per level**: p50/p90/p95/p99 of TTFT, TPOT and e2e (linear interpolation between ranks);
+  aggregate output tokens/s over the level's window (first request sent to last reply ended);
+  goodput (requests/s meeting every SLO) and attainment (the share that does).
+* **Max concurrency under SLO**: the largest level whose attainment reaches the target. The
+  sweep stops one level after the first failing one (to show the knee), or when the server
+  refuses (an error), recorded with the reason.
+* **Parallel slots**: the largest level at which no request waited for a slot (queue wait at
+  most ``QUEUE_WAIT_LIMIT``): beyond it, TTFT is queueing. A hint, never a change to the server.
+* **Polite**: between levels the model must stay quiet for a pause — an expiry in ``/api/ps``
+  that moves while we send nothing is someone else's request — and each level must end with
+  the model idle (its expiry moved): otherwise the sweep stops as ``contended`` and the level
+  that met the foreign traffic is not published. Every request goes through the loop-lag guard;
+  a level whose requests saw lag is flagged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from ometer_exporter.config.settings import Slo
+from ometer_exporter.measure.contention import QUEUE_WAIT_LIMIT
+from ometer_exporter.measure.results import RunResult
+
+QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
+
+Send = Callable[[], Awaitable[RunResult]]  # one request of the sweep's shape
+Quiet = Callable[[], Awaitable[bool]]  # True when no foreign request was seen
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile with linear interpolation between closest ranks (numpy's default)."""
+    data = sorted(values)
+    if not data:
+        return None
+    rank = q * (len(data) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (rank - low)
+
+
+def tpot(run: RunResult) -> float | None:
+    """(e2e − TTFT) / (output tokens − 1): time per output token after the first."""
+    ttft, e2e, tokens = run.ttft, run.request_duration, run.done.eval_count
+    if ttft is None or e2e is None or tokens is None or tokens < 2:
+        return None
+    return (e2e - ttft) / (tokens - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One concurrency level's requests and what they say."""
+
+    concurrency: int
+    runs: tuple[RunResult, ...]
+    started: float  # perf_counter: the first request sent
+    ended: float  # perf_counter: the last reply ended
+    slo: Slo
+    error: str | None = None  # the server refused (a failed request): the sweep stopped here
+
+    @property
+    def good(self) -> list[RunResult]:
+        return [r for r in self.runs if r.ok]
+
+    def quantiles(self, measure: Callable[[RunResult], float | None]) -> dict[float, float]:
+        values = [v for r in self.good if (v := measure(r)) is not None]
+        return {q: p for q in QUANTILES if (p := percentile(values, q)) is not None}
+
+    @property
+    def window(self) -> float:
+        return max(self.ended - self.started, 1e-9)
+
+    @property
+    def output_tokens_per_second(self) -> float | None:
+        tokens = sum(r.done.eval_count or 0 for r in self.good)
+        return tokens / self.window if tokens else None
+
+    def meets(self, run: RunResult) -> bool:
+        ttft, per_token = run.ttft, tpot(run)
+        return (
+            run.ok
+            and ttft is not None
+            and ttft <= self.slo.ttft
+            and (per_token is None or per_token <= self.slo.tpot)
+        )
+
+    @property
+    def attainment(self) -> float:
+        return sum(self.meets(r) for r in self.runs) / len(self.runs) if self.runs else 0.0
+
+    @property
+    def goodput(self) -> float:
+        """Requests per second that met every SLO."""
+        return sum(self.meets(r) for r in self.runs) / self.window
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.attainment >= self.slo.attainment
+
+    @property
+    def queued(self) -> bool:
+        """A request waited for a slot (the server reports the wait)."""
+        return any((w := r.queue_wait) is not None and w > QUEUE_WAIT_LIMIT for r in self.good)
+
+    @property
+    def lagged(self) -> bool:
+        """A request saw the exporter's event loop stall: its timestamps are doubtful."""
+        return any("loop_lag" in r.discarded for r in self.runs)
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """A model's sweep: the levels published, and how it ended."""
+
+    levels: tuple[Level, ...]
+    started_at: float  # wall clock
+    finished_at: float
+    aborted: str | None = None  # "contended", or the error that stopped it
+    slo: Slo = field(default_factory=Slo)
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """The largest level whose attainment reached the target (None: none did)."""
+        passing = [level.concurrency for level in self.levels if level.passed]
+        return max(passing) if passing else None
+
+    @property
+    def parallel_slots(self) -> int | None:
+        """The largest level at which nothing queued, below the first level that queued
+        (None: the server reports no queue wait, or every level queued)."""
+        if not any(r.queue_wait is not None for level in self.levels for r in level.good):
+            return None
+        slots = None
+        for level in sorted(self.levels, key=lambda lv: lv.concurrency):
+            if level.queued:
+                break
+            slots = level.concurrency
+        return slots
+
+
+async def run_level(send: Send, concurrency: int, requests: int, slo: Slo) -> Level:
+    """``concurrency`` workers, back to back, until ``max(requests, concurrency)`` completed."""
+    total = max(requests, concurrency)
+    claimed = 0
+    runs: list[RunResult] = []
+    error: list[str] = []
+
+    async def worker() -> None:
+        nonlocal claimed
+        while claimed < total and not error:
+            claimed += 1
+            run = await send()
+            runs.append(run)
+            if not run.ok:
+                error.append(f"{run.error_type.value if run.error_type else 'error'}: {run.error}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    sent = [r.sent_at for r in runs if r.sent_at is not None]
+    ends = [r.ended_at for r in runs if r.ended_at is not None]
+    ended = max(ends, default=time.perf_counter())
+    first = min(sent, default=started)
+    return Level(concurrency, tuple(runs), first, ended, slo, error[0] if error else None)
+
+
+async def sweep(
+    send: Send,
+    levels: Sequence[int],
+    *,
+    requests: int,
+    slo: Slo,
+    quiet: Quiet,
+    refine: bool = False,
+) -> Sweep:
+    """Levels ascending; stop one level after the first failing one, on a refusal, or when
+    ``quiet`` sees someone else's traffic (that level is not published)."""
+    started_at = time.time()
+    done: list[Level] = []
+    failed_at: int | None = None
+    for concurrency in sorted(levels):
+        if not await quiet():
+            return Sweep(tuple(done), started_at, time.time(), "contended", slo)
+        level = await run_level(send, concurrency, requests, slo)
+        if not await quiet():
+            return Sweep(tuple(done), started_at, time.time(), "contended", slo)
+        done.append(level)
+        if level.error is not None:
+            return Sweep(tuple(done), started_at, time.time(), level.error, slo)
+        if failed_at is not None:
+            break
+        if not level.passed:
+            failed_at = concurrency
+    if refine:
+        done = await _bisect(send, done, requests=requests, slo=slo, quiet=quiet)
+    return Sweep(tuple(sorted(done, key=lambda lv: lv.concurrency)), started_at, time.time(),
+                 None, slo)  # fmt: skip
+
+
+async def _bisect(
+    send: Send, done: list[Level], *, requests: int, slo: Slo, quiet: Quiet
+) -> list[Level]:
+    """Between the last passing and the first failing level, halve the gap until it is one."""
+    while True:
+        ordered = sorted(done, key=lambda lv: lv.concurrency)
+        passing = [lv.concurrency for lv in ordered if lv.passed]
+        failing = [lv.concurrency for lv in ordered if not lv.passed]
+        if not passing or not failing:
+            return done
+        low = max(passing)
+        above = [c for c in failing if c > low]
+        if not above or min(above) - low <= 1:
+            return done
+        high = min(above)
+        if not await quiet():
+            return done
+        level = await run_level(send, (low + high) // 2, requests, slo)
+        if not await quiet() or level.error is not None:
+            return done
+        done.append(level)
