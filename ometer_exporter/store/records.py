@@ -207,6 +207,7 @@ RECORD_RULES: Final[Mapping[str, Rule]] = {
     "num_predict": _optional(_count),
     "think": _NAME,
     "url": _text(MAX_ERROR),
+    "ollama_version": _NAME,
 }
 
 
@@ -236,9 +237,14 @@ class Record:
     # The target's URL when it was measured, without credentials; "" when unknown (results
     # stored before the URL was kept).
     url: str = ""
+    # What the target's /api/version said when it was measured; "" when unknown (not asked
+    # yet, or a result stored before versions were kept).
+    ollama_version: str = ""
 
     @classmethod
-    def from_result(cls, result: ModelResult, *, method: Method, url: str = "") -> Record:
+    def from_result(
+        cls, result: ModelResult, *, method: Method, url: str = "", ollama_version: str = ""
+    ) -> Record:
         first_error = result.first_error
         chat = result.kind == "chat"
         return cls(
@@ -266,6 +272,7 @@ class Record:
             num_predict=method.num_predict,
             think=method.think,
             url=url,
+            ollama_version=ollama_version,
         )
 
     def failed(

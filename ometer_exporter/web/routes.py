@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ometer_exporter import __version__
 from ometer_exporter.store.records import Snapshot
-from ometer_exporter.views import page
+from ometer_exporter.views import history, page
 from ometer_exporter.views.query import ExportError, Query
 from ometer_exporter.views.rows import rows, to_csv, to_json
 from ometer_exporter.web.lifecycle import EXPORTER
@@ -31,6 +31,7 @@ OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/export", export)
+    app.router.add_get("/api/history", api_history)
     app.router.add_get("/", landing)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
@@ -52,10 +53,33 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-async def export(request: web.Request) -> web.Response:
+def _params(request: web.Request) -> dict[str, list[str]]:
     params: dict[str, list[str]] = {}
     for key, value in request.query.items():
         params.setdefault(key, []).append(value)
+    return params
+
+
+async def api_history(request: web.Request) -> web.Response:
+    """``/api/history``: each model's stored results (``views.history``), read and encoded in a
+    worker thread, bounded in points per model and in all."""
+    try:
+        query = history.HistoryQuery.parse(_params(request))
+    except ExportError as exc:
+        return web.Response(status=400, text=f"bad request: {exc}\n")
+    store = request.app[EXPORTER].store
+    keys = query.keys(store.snapshot)
+    per_model = query.per_model(len(keys))
+    rows = await store.points(keys, query.since, per_model + 1)  # one more: is there more?
+    text = await asyncio.to_thread(history.to_json, query, per_model, keys, rows)
+    return web.Response(
+        text=text, content_type="application/json", charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )  # fmt: skip
+
+
+async def export(request: web.Request) -> web.Response:
+    params = _params(request)
     try:
         query = Query.parse(params)
     except ExportError as exc:
