@@ -14,6 +14,7 @@ from typing import Final
 from aiohttp import web
 
 from ometer_exporter import __version__
+from ometer_exporter.config.settings import DEFAULT_DISPLAY, Settings
 from ometer_exporter.store.records import Snapshot
 from ometer_exporter.views import history, page
 from ometer_exporter.views.query import ExportError, Query
@@ -143,8 +144,9 @@ def _cross_site(request: web.Request) -> bool:
 
 
 async def landing(request: web.Request) -> web.Response:
-    snapshot = request.app[EXPORTER].store.snapshot
-    text = await asyncio.to_thread(render_landing, snapshot)  # a big table: off the loop
+    exporter = request.app[EXPORTER]
+    # A big table: off the loop.
+    text = await asyncio.to_thread(render_landing, exporter.store.snapshot, exporter.settings)
     return web.Response(
         # Every model row is checked (``views.isolation``); any other text the page shows
         # (a server's version string) never fails the page: "?" for what UTF-8 cannot hold.
@@ -159,5 +161,6 @@ async def landing(request: web.Request) -> web.Response:
     )
 
 
-def render_landing(snapshot: Snapshot) -> str:
-    return page.render(snapshot, version=__version__)
+def render_landing(snapshot: Snapshot, settings: Settings | None = None) -> str:
+    display = settings.display if settings is not None else DEFAULT_DISPLAY
+    return page.render(snapshot, version=__version__, display=display)
