@@ -54,6 +54,9 @@ class Elements(HTMLParser):
             self.rows.append(dict(attrs))
         self._in = tag if tag in ("script", "style") else None
 
+    def handle_endtag(self, tag: str) -> None:
+        self._in = None
+
     def handle_data(self, data: str) -> None:
         if self._in == "script":
             self.scripts.append(data)
