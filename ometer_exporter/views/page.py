@@ -185,7 +185,7 @@ def _targets(targets: Sequence[TargetState], items: list[Row]) -> str:
             f'<header><span class="dot"></span><h3>{_e(t.name)}</h3>'
             f"{'<span class=tag>cloud</span>' if t.cloud else ''}"
             f'<span class="state">{label}</span></header>'
-            f'<dl><dt>URL</dt><dd class="url">{_e(t.url or "—")}</dd>'
+            f'<dl><dt>URL</dt><dd class="url">{_breakable(t.url or "—")}</dd>'
             f'<dt>Ollama</dt><dd class="dd-nowrap">{_e(t.version or "—")}</dd>'
             f"<dt>Measures</dt><dd>{_e(SELECT_TEXT.get(t.select, t.select))}</dd>"
             f"<dt>Last cycle</dt><dd>{cycle}</dd>"
@@ -225,6 +225,16 @@ def _hint(targets: Sequence[TargetState], items: list[Row]) -> str:
         notes.append("The first cycle is running, one model at a time.")
     body = "</p><p>".join(notes)
     return f'<div class="hint" id="hint"><h3>No numbers yet</h3><p>{body}</p></div>'
+
+
+def _breakable(url: str) -> str:
+    """A URL, escaped, that may wrap after ``//`` and before the port or a path, never inside
+    the host's or the port's figures (unless one alone is wider than the card)."""
+    scheme, sep, rest = url.partition("//")
+    host, slash, path = rest.partition("/")
+    name, colon, port = host.rpartition(":") if ":" in host.rpartition("]")[2] else (host, "", "")
+    parts = [scheme + sep, name, colon + port, slash + path] if sep else [url]
+    return "<wbr>".join(_e(p) for p in parts if p)
 
 
 SELECT_TEXT: Final = {

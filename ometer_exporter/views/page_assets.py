@@ -104,7 +104,7 @@ tbody td { border-top: 1px solid var(--line); }
 .model .name { font-weight: 600; }
 .err { color: var(--poor); font-size: 12px; white-space: normal; max-width: 52ch; }
 .target .err { margin: 8px 0 0; overflow-wrap: anywhere; }
-.target .url { overflow-wrap: anywhere; }
+.target .url { overflow-wrap: break-word; }
 .hint { grid-column: 1 / -1; border: 1px dashed var(--line); border-radius: 8px;
         padding: 10px 14px; }
 .hint h3 { margin: 0 0 4px; font-size: 14px; }
