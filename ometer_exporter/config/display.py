@@ -17,6 +17,7 @@ from ometer_exporter.config.settings import DEFAULT_DISPLAY, DisplaySettings, Gr
 DISPLAY_KEYS: Final = ("grading", "thresholds")
 THRESHOLD_KEYS: Final = ("ttft", "tokens_per_second")
 _GRADINGS: Final[dict[str, GradingMode]] = {"absolute": "absolute", "relative": "relative"}
+_HINTS: Final = {"tps": "the key is tokens_per_second", "tokens": "the key is tokens_per_second"}
 MAX_RATE: Final = 1e9  # tokens/s: far beyond any model, small enough to stay a plain number
 
 
@@ -29,7 +30,9 @@ def parse_display(checker: Checker, value: object, path: str = "display") -> Dis
             grading
         )
     limits = join_path(path, "thresholds")
-    thresholds = checker.mapping(section.get("thresholds"), limits, THRESHOLD_KEYS) or {}
+    thresholds = (
+        checker.mapping(section.get("thresholds"), limits, THRESHOLD_KEYS, hints=_HINTS) or {}
+    )
     ttft = DEFAULT_DISPLAY.ttft
     if "ttft" in thresholds:
         ttft = _ttft(checker, thresholds["ttft"], join_path(limits, "ttft")) or ttft
