@@ -221,3 +221,42 @@ async def test_route_answers_json_and_400s(tmp_path: Path, start_exporter) -> No
     assert bad.status_code == 400
     assert bad.text.startswith("bad request: unknown parameter 'sort'")
     assert "since='later' is not allowed" in bad.text and "points='2000'" in bad.text
+
+
+async def test_cached_series_are_read_again_only_once_measured_again(tmp_path: Path) -> None:
+    fill(tmp_path, {"a:latest": [record(NOW - 20), record(NOW - 10)], "b:latest": [record(NOW)]})
+    store = Store(tmp_path, retention=10 * 365 * 86400.0)
+    store.set_targets([TargetState("local", cloud=False, interval=600.0, method=METHOD)])
+    await store.restore()  # the snapshot's latest results are the newest stored ones
+    asked: list[list[str]] = []
+    read = store.points
+
+    async def points(keys: Any, since: float, limit: int) -> Any:
+        asked.append([model for _, model in keys])
+        return await read(keys, since, limit)
+
+    store.points = points  # type: ignore[method-assign]
+    cache = history.HistoryCache()
+    first = await history.answer(store, HistoryQuery(), cache)
+    assert asked == [["a:latest", "b:latest"]] and len(cache) == 2
+    assert await history.answer(store, HistoryQuery(), cache) == first
+    assert asked[1:] == []  # nothing read: both cached
+    # Another number of points, or a window, is read (the window is never cached).
+    await history.answer(store, HistoryQuery(since=NOW - 15), cache)
+    assert asked[1:] == [["a:latest", "b:latest"]]
+    # A new result of a: in the snapshot at once, stored a moment later.
+    now = time.time()
+    bench = store.record("local", ModelResult("a:latest", "chat", now - 1, now, ()), METHOD)
+    asked.clear()
+    before_stored = json.loads(await history.answer(store, HistoryQuery(), cache))
+    assert asked == [["a:latest"]] and len(before_stored["series"][0]["t"]) == 2
+    await store.persist("local", "a:latest", bench)
+    after = json.loads(await history.answer(store, HistoryQuery(), cache))
+    assert asked == [["a:latest"], ["a:latest"]]  # not kept while the row was missing
+    assert (
+        after["series"][0]["ok"] == [1, 1, 0] and after["series"][1] == before_stored["series"][1]
+    )
+    asked.clear()
+    assert json.loads(await history.answer(store, HistoryQuery(), cache)) == after
+    assert asked == []
+    await store.close()

@@ -111,6 +111,11 @@ class Database:
                 conn.execute("ALTER TABLE results ADD COLUMN inventory TEXT")
             if "version" not in columns:  # a file written before the point columns
                 _add_point_columns(conn, columns)
+            # Covers ``points``: its rows are read from the index, never from the table.
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS results_points ON results "
+                f"(target, model, finished_at, {_POINT_NAMES})"
+            )
             conn.commit()
         except UnsafePath as exc:
             log.error("storage unusable: %s; results are kept in memory only", exc)

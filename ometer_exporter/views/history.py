@@ -21,19 +21,22 @@ stored row is: a point of the wrong type or out of range is left out.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from ometer_exporter.config.checks import Checker, parse_duration, show
 from ometer_exporter.names import match_model
-from ometer_exporter.store.database import PointRow
+from ometer_exporter.store.database import POINT_COLUMNS, PointRow
 from ometer_exporter.store.records import MAX_TIMESTAMP, ModelKey, Record, Snapshot
+from ometer_exporter.store.store import Store
 from ometer_exporter.views.grades import comparable, trend
 from ometer_exporter.views.query import ExportError
 
@@ -127,108 +130,221 @@ def _points(checker: Checker, text: str | None) -> int:
 
 # -- the answer ----------------------------------------------------------------------------------
 
-_NUMBER = (int, float)
+_NUMBER: Final = (int, float)
+_KINDS: Final = frozenset(("chat", "embedding"))
 
 
-def _figure(value: Any) -> float | None:
-    """A stored rate or duration: None, or a finite number ≥ 0; else ValueError."""
-    if value is None:
-        return None
-    if type(value) not in _NUMBER or not 0.0 <= value < math.inf:
-        raise ValueError(f"{value!r} is not a figure")
-    return float(value)
+def _figure(value: Any) -> bool:
+    """A stored rate or duration: None, or a finite number ≥ 0."""
+    return value is None or (type(value) in _NUMBER and 0.0 <= value < math.inf)
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if type(value) is not str or len(value) > 65_536:
-        raise ValueError("not text")
-    return value
+@functools.lru_cache(maxsize=256)
+def _method(meta: tuple[Any, ...]) -> bool:
+    """prompt_set, num_predict, think, url, version: texts (or empty) and a count (or empty);
+    few distinct values, so checked once each."""
+    prompt_set, num_predict, think, url, version = meta
+    texts = (prompt_set, think, url, version)
+    if not all(v is None or (type(v) is str and len(v) <= MAX_TEXT_CHECK) for v in texts):
+        return False
+    return num_predict is None or (type(num_predict) is int and num_predict >= 0)
 
 
-def checked(row: PointRow) -> PointRow | None:
-    """A stored point with every column checked (see ``database.POINT_COLUMNS``), or None."""
+MAX_TEXT_CHECK: Final = 65_536
+
+
+def _point(row: PointRow) -> bool:
+    """Whether a stored point's time, kind, success and figures are what the store writes."""
+    at, kind, success, ttft, tps, prefill, load = row[:7]
+    return (
+        type(at) in _NUMBER
+        and 0.0 <= at <= MAX_TIMESTAMP
+        and kind in _KINDS
+        and success in (0, 1)
+        and _figure(ttft)
+        and _figure(tps)
+        and _figure(prefill)
+        and _figure(load)
+    )
+
+
+def _meta(row: PointRow) -> tuple[Any, ...] | None:
+    """A point's method and version, texts read as "" when empty; None when not stored values."""
+    meta = row[7:]
     try:
-        at, kind, success, ttft, tps, prefill, load, prompt_set, num_predict, think, url, ver = row
-        if type(at) not in _NUMBER or not 0.0 <= at <= MAX_TIMESTAMP:
+        if not _method(meta):
             return None
-        if kind not in ("chat", "embedding") or success not in (0, 1):
-            return None
-        if num_predict is not None and type(num_predict) is not int:
-            return None
-        return (
-            float(at), kind, int(success), _figure(ttft), _figure(tps), _figure(prefill),
-            _figure(load), _text(prompt_set), num_predict, _text(think), _text(url), _text(ver),
-        )  # fmt: skip
-    except (ValueError, TypeError):
+    except TypeError:  # not hashable: not a stored value
         return None
+    prompt_set, num_predict, think, url, version = meta
+    return (prompt_set or "", num_predict, think or "", url or "", version or "")
 
 
-def _record(point: PointRow) -> Record:
+# (t, (prompt_set, num_predict, think, url, version), ttft, tps) of a point.
+Mark = tuple[int, tuple[Any, ...], Any, Any]
+
+
+def _record(kind: str, mark: Mark) -> Record:
     """The fields of a point the trend rule compares (``grades.comparable``)."""
+    prompt_set, num_predict, think, url, _ = mark[1]
     return Record(
-        kind=point[1], started_at=point[0], finished_at=point[0], success=bool(point[2]),
-        prompt_set=point[7], num_predict=point[8], think=point[9], url=point[10],
+        kind=kind, started_at=mark[0], finished_at=mark[0], success=True,
+        prompt_set=prompt_set, num_predict=num_predict, think=think, url=url,
     )  # fmt: skip
 
 
-def _trend(target: str, good: list[PointRow]) -> dict[str, str]:
+def _trend(target: str, kind: str, good: list[Mark]) -> dict[str, str]:
+    """The newest good result against the good one before it, if they compare."""
     if len(good) < 2:
         return {"ttft": "", "tps": ""}
-    new, old = good[-1], good[-2]
-    if not comparable(_record(new), _record(old), new_target=target, old_target=target):
+    old, new = good
+    if not comparable(_record(kind, new), _record(kind, old), new_target=target,
+                      old_target=target):  # fmt: skip
         return {"ttft": "", "tps": ""}
-    return {"ttft": trend(new[3], old[3], "ttft"), "tps": trend(new[4], old[4], "tps")}
+    return {"ttft": trend(new[2], old[2], "ttft"), "tps": trend(new[3], old[3], "tps")}
 
 
-def _changes(points: list[PointRow]) -> list[dict[str, Any]]:
+def _changes(marks: list[Mark]) -> list[dict[str, Any]]:
     """Where the Ollama version, the method or the URL changed (a marker on the charts)."""
     out: list[dict[str, Any]] = []
-    for before, after in itertools.pairwise(points):
-        if before[11] and after[11] and before[11] != after[11]:
-            text = f"Ollama {before[11]} → {after[11]}"
-            out.append({"t": after[0], "what": "version", "text": text})
-        if before[7:10] != after[7:10]:
-            method = f"prompts {after[7]}, num_predict {after[8]}, think {after[9] or 'auto'}"
-            out.append({"t": after[0], "what": "method", "text": f"method: {method}"})
-        if before[10] and after[10] and before[10] != after[10]:
-            out.append({"t": after[0], "what": "url", "text": f"server {after[10]}"})
+    for (_, before, _, _), (at, after, _, _) in itertools.pairwise(marks):
+        if before[4] and after[4] and before[4] != after[4]:
+            out.append({"t": at, "what": "version", "text": f"Ollama {before[4]} → {after[4]}"})
+        if before[:3] != after[:3]:
+            method = f"prompts {after[0]}, num_predict {after[1]}, think {after[2] or 'auto'}"
+            out.append({"t": at, "what": "method", "text": f"method: {method}"})
+        if before[3] and after[3] and before[3] != after[3]:
+            out.append({"t": at, "what": "url", "text": f"server {after[3]}"})
     return out
 
 
 def series(key: ModelKey, rows: Sequence[PointRow], limit: int) -> dict[str, Any]:
     """One model's answer from its stored rows (oldest first; ``limit`` + 1 were asked for, so
-    one more than ``limit`` says there is more)."""
+    one more than ``limit`` says there is more). One pass, every column checked
+    (``database.POINT_COLUMNS``): this runs for every point of the answer."""
     target, model = key
-    points = [p for row in rows[-limit:] if (p := checked(row)) is not None]
-    good = [p for p in points if p[2]]
-
-    def column(index: int) -> list[float | None]:
-        return [p[index] if p[2] else None for p in points]
-
+    kept = rows[-limit:]
+    t: list[int] = []
+    ok: list[int] = []
+    figures: tuple[list[Any], ...] = ([], [], [], [])
+    marks: list[Mark] = []  # (t, method and version) where they changed
+    good: list[Mark] = []  # the last two good points: (t, meta, ttft, tps)
+    kind = None
+    raw_meta: tuple[Any, ...] | None = None
+    meta: tuple[Any, ...] | None = None
+    for row in kept:
+        if len(row) != len(POINT_COLUMNS) + 1 or not _point(row):
+            continue
+        if row[7:] != raw_meta:  # few distinct values: checked when they change
+            raw_meta, meta = row[7:], _meta(row)
+        if meta is None:
+            continue
+        at, kind, success = round(row[0]), row[1], row[2]
+        t.append(at)
+        ok.append(success)
+        for column, value in zip(figures, row[3:7], strict=True):
+            column.append(value if success else None)
+        if not marks or marks[-1][1] != meta:
+            marks.append((at, meta, None, None))
+        if success:
+            good = [*good[-1:], (at, meta, row[3], row[4])]
     return {
         "target": target,
         "model": model,
-        "kind": points[-1][1] if points else None,
+        "kind": kind,
         "truncated": len(rows) > limit,
-        "t": [p[0] for p in points],
-        "ok": [p[2] for p in points],
-        "ttft": column(3),
-        "tps": column(4),
-        "prefill": column(5),
-        "load": column(6),
-        "changes": _changes(points),
-        "trend": _trend(target, good),
-        "skipped": len(rows[-limit:]) - len(points),
+        "t": t,
+        "ok": ok,
+        "ttft": figures[0],
+        "tps": figures[1],
+        "prefill": figures[2],
+        "load": figures[3],
+        "changes": _changes(marks),
+        "trend": _trend(target, kind or "chat", good),
+        "skipped": len(kept) - len(t),
     }
+
+
+def fragment(key: ModelKey, rows: Sequence[PointRow], limit: int) -> tuple[str, int | None]:
+    """One model's series as JSON text, and the time of its newest point."""
+    body = series(key, rows, limit)
+    newest = body["t"][-1] if body["t"] else None
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")), newest
+
+
+def fragments(
+    keys: Sequence[ModelKey], rows: Sequence[Sequence[PointRow]], limit: int
+) -> list[tuple[str, int | None]]:
+    return [fragment(k, r, limit) for k, r in zip(keys, rows, strict=True)]
+
+
+def assemble(query: HistoryQuery, per_model: int, texts: Sequence[str]) -> str:
+    """The answer from each model's JSON text, in order."""
+    head = json.dumps({"since": query.since, "points_per_model": per_model}, allow_nan=False)
+    return f'{head[:-1]},"series":[{",".join(texts)}]}}'
 
 
 def to_json(query: HistoryQuery, per_model: int, keys: Sequence[ModelKey],
             rows: Sequence[Sequence[PointRow]]) -> str:  # fmt: skip
-    body = {
-        "since": query.since,
-        "points_per_model": per_model,
-        "series": [series(k, r, per_model) for k, r in zip(keys, rows, strict=True)],
-    }
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return assemble(query, per_model, [text for text, _ in fragments(keys, rows, per_model)])
+
+
+class HistoryCache:
+    """Each model's encoded series (the whole history, ``since`` 0), kept while the newest
+    stored point is the snapshot's latest result: a model changes once a cycle, so an answer
+    reads and encodes only the models measured since the last one. A series whose newest
+    result is not stored yet (written just after the snapshot changed) is not kept. One entry
+    per model, for the last ``points`` asked; models that left are dropped."""
+
+    def __init__(self) -> None:
+        self._entries: dict[ModelKey, tuple[int, float, str]] = {}
+
+    def get(self, key: ModelKey, limit: int, finished_at: float | None) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None or finished_at is None or entry[:2] != (limit, finished_at):
+            return None
+        return entry[2]
+
+    def put(self, key: ModelKey, limit: int, finished_at: float | None, text: str,
+            newest: int | None) -> None:  # fmt: skip
+        if finished_at is not None and newest is not None and newest == round(finished_at):
+            self._entries[key] = (limit, finished_at, text)
+
+    def prune(self, live: Iterable[ModelKey]) -> None:
+        keep = set(live)
+        for key in [k for k in self._entries if k not in keep]:
+            del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+async def answer(store: Store, query: HistoryQuery, cache: HistoryCache) -> str:
+    """The JSON answer: cached series where they are current, the others read (in a worker
+    thread) and encoded (in another), never on the event loop."""
+    snapshot = store.snapshot
+    keys = query.keys(snapshot)
+    per_model = query.per_model(len(keys))
+    stamps = [_finished(snapshot, key) for key in keys]
+    use_cache = query.since == 0.0
+    texts: list[str | None] = [
+        cache.get(key, per_model, stamp) if use_cache else None
+        for key, stamp in zip(keys, stamps, strict=True)
+    ]
+    missing = [i for i, text in enumerate(texts) if text is None]
+    if missing:
+        wanted = [keys[i] for i in missing]
+        rows = await store.points(wanted, query.since, per_model + 1)  # one more: is there more?
+        made = await asyncio.to_thread(fragments, wanted, rows, per_model)
+        for i, (text, newest) in zip(missing, made, strict=True):
+            texts[i] = text
+            if use_cache:
+                cache.put(keys[i], per_model, stamps[i], text, newest)
+    if len(cache) > 2 * len(snapshot.models):
+        cache.prune(snapshot.models)
+    return assemble(query, per_model, [text or "" for text in texts])
+
+
+def _finished(snapshot: Snapshot, key: ModelKey) -> float | None:
+    entry = snapshot.models.get(key)
+    return entry.benchmark.finished_at if entry is not None and entry.benchmark else None

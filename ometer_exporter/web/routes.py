@@ -25,11 +25,15 @@ from ometer_exporter.web.negotiate import accepts_gzip, wants_openmetrics
 # ``--web.enable-lifecycle``: whether ``POST /-/reload`` works (off by default, as Prometheus).
 LIFECYCLE_API: Final = web.AppKey("enable_lifecycle", bool)
 
+# Each model's encoded ``/api/history`` series, kept until it is measured again.
+HISTORY_CACHE: Final = web.AppKey("history_cache", history.HistoryCache)
+
 TEXT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def add_routes(app: web.Application) -> None:
+    app[HISTORY_CACHE] = history.HistoryCache()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/export", export)
     app.router.add_get("/api/history", api_history)
@@ -62,17 +66,14 @@ def _params(request: web.Request) -> dict[str, list[str]]:
 
 
 async def api_history(request: web.Request) -> web.Response:
-    """``/api/history``: each model's stored results (``views.history``), read and encoded in a
-    worker thread, bounded in points per model and in all."""
+    """``/api/history``: each model's stored results (``views.history``), read and encoded in
+    worker threads (a model's series is kept encoded until it is measured again), bounded in
+    points per model and in all."""
     try:
         query = history.HistoryQuery.parse(_params(request))
     except ExportError as exc:
         return web.Response(status=400, text=f"bad request: {exc}\n")
-    store = request.app[EXPORTER].store
-    keys = query.keys(store.snapshot)
-    per_model = query.per_model(len(keys))
-    rows = await store.points(keys, query.since, per_model + 1)  # one more: is there more?
-    text = await asyncio.to_thread(history.to_json, query, per_model, keys, rows)
+    text = await history.answer(request.app[EXPORTER].store, query, request.app[HISTORY_CACHE])
     return web.Response(
         text=text, content_type="application/json", charset="utf-8",
         headers={"Cache-Control": "no-store"},
