@@ -66,8 +66,15 @@ def test_start_quick(script: str) -> None:
 
 def test_history_quick() -> None:
     out = run("history.py", "--quick")
-    for figure in ("stored: 2880 rows (20 models", "sparklines, points=30: 20 series, 600 points",
-                   "every model, points=1000 (bounded): 20 series", "one model's detail",
-                   "cold (every model read)", "unchanged: p50", "one new result each: p50",
-                   "worst loop stall"):
-        assert figure in out, out  # fmt: skip
+    figures = (
+        "stored: 2880 rows (20 models",
+        "sparklines, points=30: 20 series, 600 points",
+        "every model, points=1000 (bounded): 20 series",
+        "one model's detail",
+        "cold (every model read)",
+        "unchanged: p50",
+        "one new result each: p50",
+        "worst loop stall",
+    )
+    for figure in figures:
+        assert figure in out, out
