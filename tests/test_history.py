@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from factories import entry
+from service import until
 
 from ometer_exporter.measure.results import ModelResult
 from ometer_exporter.store.database import Database
@@ -208,6 +209,8 @@ async def test_route_answers_json_and_400s(tmp_path: Path, start_exporter) -> No
         "benchmark: {interval: 1h}\n",
         storage=tmp_path / "data",
     )
+    # Start-up encodes the restored history for the page before anyone asks.
+    await until(lambda: len(running.exporter.history_cache) == 2, what="the warmed history")
     response = await running.http.get("/api/history", params={"model": "a", "points": "1"})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json; charset=utf-8"

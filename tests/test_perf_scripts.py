@@ -72,6 +72,7 @@ def test_history_quick() -> None:
         "every model, points=1000 (bounded): 20 series",
         "one model's detail",
         "cold (every model read)",
+        "after the start-up warm-up",
         "unchanged: p50",
         "one new result each: p50",
         "worst loop stall",

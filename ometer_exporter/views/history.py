@@ -25,6 +25,7 @@ import asyncio
 import functools
 import itertools
 import json
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,7 +41,9 @@ from ometer_exporter.store.store import Store
 from ometer_exporter.views.grades import comparable, trend
 from ometer_exporter.views.query import ExportError
 
-DEFAULT_POINTS: Final = 30
+log = logging.getLogger(__name__)
+
+DEFAULT_POINTS: Final = 30  # the page's sparklines (``page_charts.SPARK_POINTS``)
 MAX_POINTS: Final = 1000
 MAX_TOTAL: Final = 12_000
 _PARAMETERS: Final = ("model", "points", "since", "target")
@@ -343,6 +346,15 @@ async def answer(store: Store, query: HistoryQuery, cache: HistoryCache) -> str:
     if len(cache) > 2 * len(snapshot.models):
         cache.prune(snapshot.models)
     return assemble(query, per_model, [text or "" for text in texts])
+
+
+async def warm(store: Store, cache: HistoryCache) -> None:
+    """Encode every model's default series (the page's sparklines) ahead of the first page:
+    a cold answer costs ~100 ms at 200 models (docs/performance.md, 6.)."""
+    try:
+        await answer(store, HistoryQuery(), cache)
+    except Exception:  # a cache left cold is only slower
+        log.exception("could not prepare the history of the page")
 
 
 def _finished(snapshot: Snapshot, key: ModelKey) -> float | None:

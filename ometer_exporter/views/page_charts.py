@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import Final
 
-SPARK_POINTS: Final = 30  # results per model in a sparkline (``points=`` of api/history)
-DETAIL_POINTS: Final = 1000  # results in a detail chart (the endpoint's maximum)
+from ometer_exporter.views.history import DEFAULT_POINTS, MAX_POINTS
+
+SPARK_POINTS: Final = DEFAULT_POINTS  # results per model in a sparkline: the cached default
+DETAIL_POINTS: Final = MAX_POINTS  # results in a detail chart (the endpoint's maximum)
 
 DIALOG: Final = """<dialog id="detail" aria-labelledby="detail-title">
   <header><h3 id="detail-title">History</h3>

@@ -25,15 +25,11 @@ from ometer_exporter.web.negotiate import accepts_gzip, wants_openmetrics
 # ``--web.enable-lifecycle``: whether ``POST /-/reload`` works (off by default, as Prometheus).
 LIFECYCLE_API: Final = web.AppKey("enable_lifecycle", bool)
 
-# Each model's encoded ``/api/history`` series, kept until it is measured again.
-HISTORY_CACHE: Final = web.AppKey("history_cache", history.HistoryCache)
-
 TEXT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def add_routes(app: web.Application) -> None:
-    app[HISTORY_CACHE] = history.HistoryCache()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/export", export)
     app.router.add_get("/api/history", api_history)
@@ -73,7 +69,8 @@ async def api_history(request: web.Request) -> web.Response:
         query = history.HistoryQuery.parse(_params(request))
     except ExportError as exc:
         return web.Response(status=400, text=f"bad request: {exc}\n")
-    text = await history.answer(request.app[EXPORTER].store, query, request.app[HISTORY_CACHE])
+    exporter = request.app[EXPORTER]
+    text = await history.answer(exporter.store, query, exporter.history_cache)
     return web.Response(
         text=text, content_type="application/json", charset="utf-8",
         headers={"Cache-Control": "no-store"},
