@@ -40,7 +40,7 @@ from aiohttp import web
 from factories import entry, snapshot
 from scrape import Stall, http
 
-from ometer_exporter.store.database import POINT_COLUMNS, Database
+from ometer_exporter.store.database import POINT_COLUMNS, Database, point_values
 from ometer_exporter.store.records import Snapshot
 
 TARGETS = 4
@@ -70,7 +70,7 @@ def fill(directory: Path, snap: Snapshot, days: float, interval: float) -> int:
                 record = replace(e.benchmark, started_at=at - 5, finished_at=at,
                                  tokens_per_second=90 + i % 20, ttft=0.2 + (i % 7) / 100,
                                  url=f"http://{target}:11434", ollama_version="0.33.0")  # fmt: skip
-                values = tuple(getattr(record, field) for _, _, field in POINT_COLUMNS)
+                values = point_values(record)
                 rows.append((target, model, at, record.to_json(), None, *values))
             db.executemany(
                 f"INSERT INTO results (target, model, finished_at, benchmark, inventory, "

@@ -263,3 +263,20 @@ async def test_cached_series_are_read_again_only_once_measured_again(tmp_path: P
     assert json.loads(await history.answer(store, HistoryQuery(), cache)) == after
     assert asked == []
     await store.close()
+
+
+def test_an_embedding_model_has_the_figures_every_view_shows(tmp_path: Path) -> None:
+    # Its "TTFT" is the request time, its rate the input rate (``views.rows``), stored so both
+    # when written and when filled in from an older file's JSON.
+    embedding = record(NOW, kind="embedding", ttft=None, tokens_per_second=None,
+                       request_duration=0.011, prompt_tokens_per_second=2387.5)  # fmt: skip
+    fill(tmp_path, {"e:latest": [embedding]})
+    [written] = answer(tmp_path, HistoryQuery(), ["e:latest"])["series"]
+    assert (written["kind"], written["ttft"], written["tps"]) == ("embedding", [0.011], [2387.5])
+    with sqlite3.connect(tmp_path / "ometer.sqlite3") as db:
+        db.execute("DROP INDEX results_points")
+        for column in ("kind", "success", "ttft", "tps", "prefill", "load", "prompt_set",
+                       "num_predict", "think", "url", "version"):  # fmt: skip
+            db.execute(f"ALTER TABLE results DROP COLUMN {column}")
+    [filled] = answer(tmp_path, HistoryQuery(), ["e:latest"])["series"]
+    assert filled == written

@@ -76,6 +76,20 @@ POINT_COLUMNS: Final = (
     ("version", "TEXT", "ollama_version"),
 )
 _POINT_NAMES: Final = ", ".join(name for name, _, _ in POINT_COLUMNS)
+# An embedding model's "TTFT" is its request time and its rate the input rate, as every view
+# shows them (``views.rows``): its points hold those.
+_EMBEDDING_FIELDS: Final = {"ttft": "request_duration", "tps": "prompt_tokens_per_second"}
+
+
+def point_values(record: Record) -> tuple[Any, ...]:
+    """The point columns of a record, in ``POINT_COLUMNS`` order."""
+    embedding = record.kind == "embedding"
+    return tuple(
+        getattr(record, _EMBEDDING_FIELDS.get(name, field) if embedding else field)
+        for name, _, field in POINT_COLUMNS
+    )
+
+
 # One point of a model's history: finished_at, then the columns above in their order.
 PointRow = tuple[Any, ...]
 
@@ -139,7 +153,7 @@ class Database:
                     "INSERT INTO results (target, model, finished_at, benchmark, inventory, "
                     f"{_POINT_NAMES}) VALUES (?, ?, ?, ?, ?{', ?' * len(POINT_COLUMNS)})",
                     (target, model, record.finished_at, record.to_json(), inv,
-                     *(getattr(record, field) for _, _, field in POINT_COLUMNS)),
+                     *point_values(record)),
                 )  # fmt: skip
                 conn.execute(
                     "DELETE FROM results WHERE finished_at < ?", (time.time() - self.retention,)
@@ -221,9 +235,17 @@ def _add_point_columns(conn: sqlite3.Connection, columns: set[str]) -> None:
     for name, kind, _ in POINT_COLUMNS:
         if name not in columns:
             conn.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
-    assignments = ", ".join(
-        f"{name} = json_extract(benchmark, '$.{field}')" for name, _, field in POINT_COLUMNS
-    )
+
+    def value(name: str, field: str) -> str:
+        if name not in _EMBEDDING_FIELDS:
+            return f"json_extract(benchmark, '$.{field}')"
+        return (
+            "CASE json_extract(benchmark, '$.kind') WHEN 'embedding' THEN "
+            f"json_extract(benchmark, '$.{_EMBEDDING_FIELDS[name]}') "
+            f"ELSE json_extract(benchmark, '$.{field}') END"
+        )
+
+    assignments = ", ".join(f"{name} = {value(name, field)}" for name, _, field in POINT_COLUMNS)
     conn.execute(f"UPDATE results SET {assignments} WHERE json_valid(benchmark)")
 
 

@@ -267,7 +267,7 @@ SCRIPT: Final = """
         { cache: "no-store", headers: { Accept: "text/html" } });
       if (!response.ok) throw new Error("HTTP " + response.status);
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      for (const id of ["targets", "rows-chat", "rows-embedding", "summary", "no-rows"]) {
+      for (const id of ["targets", "rows-chat", "rows-embedding", "summary", "legend", "no-rows"]) {
         const now = document.getElementById(id);
         const next = fresh.getElementById(id);
         if (now && next) now.replaceWith(document.importNode(next, true));
