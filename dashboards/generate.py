@@ -6,6 +6,9 @@
 The JSON is what users import or provision; this script is its source, so that thirty-odd
 panels share one selector, one legend and one layout instead of thirty hand-edited copies
 (``tests/test_dashboard.py`` fails when the two disagree). Grafana 10+ (schemaVersion 39).
+TTFT and tokens/s colours are ``display.thresholds``' defaults (``config.settings``), read when
+this script runs at build time: the dashboard agrees with the page and the terminal table as
+long as those are not changed in a site's config.
 
 Conventions:
 * every query goes through the ``${datasource}`` variable, never a datasource uid;
@@ -21,7 +24,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+# The thresholds come from this checkout's package, not whichever copy is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ometer_exporter.config.settings import DEFAULT_DISPLAY, DisplaySettings
 
 Json = dict[str, Any]
 
@@ -35,9 +44,20 @@ MODEL = f'{TARGET}, model=~"$model"'
 LEGEND = "{{model}} · {{target}} · {{instance}}"
 TARGET_LEGEND = "{{target}} · {{instance}}"
 
+
+def grade_steps(display: DisplaySettings) -> tuple[list[tuple[float | None, str]], ...]:
+    """TTFT and tokens/s steps of ``display.thresholds``: the colours of the landing page and
+    the terminal table (``views.grades.absolute``: a value at a threshold takes the next step,
+    as Grafana steps). Built from the defaults when this script runs; a site that changes
+    ``display.thresholds`` regenerates the dashboard or edits these two overrides."""
+    (t_good, t_poor), (r_good, r_poor) = display.ttft, display.tokens_per_second
+    ttft = [(None, "green"), (t_good, "orange"), (t_poor, "red")]
+    tps = [(None, "red"), (r_poor, "orange"), (r_good, "green")]
+    return ttft, tps
+
+
 # Colour thresholds shared by the model table and the bar gauges (seconds; tokens/s).
-TTFT_STEPS = [(None, "green"), (0.5, "yellow"), (2.0, "red")]
-TPS_STEPS = [(None, "red"), (10.0, "yellow"), (30.0, "green")]
+TTFT_STEPS, TPS_STEPS = grade_steps(DEFAULT_DISPLAY)
 AGE_STEPS = [(None, "green"), (3600.0, "yellow"), (10800.0, "red")]
 
 COUNTER_WINDOW = "10m"  # minimum interval of panels over benchmark counters and histograms

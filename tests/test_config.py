@@ -12,6 +12,7 @@ from ometer_exporter.config.load import load_settings
 from ometer_exporter.config.settings import (
     DEFAULT_PROMPTS,
     BenchmarkSettings,
+    DisplaySettings,
     Overrides,
     Settings,
     StorageSettings,
@@ -535,3 +536,55 @@ def test_idle_before_rejects(tmp_path: Path, value: str) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(f"benchmark: {{idle_before: {value}}}\n")
     assert "benchmark.idle_before:" in str(problems(path))
+
+
+# --- display: the colours' thresholds ---------------------------------------------------------
+
+
+def test_display_defaults_and_a_configured_section(tmp_path: Path) -> None:
+    assert load(EXAMPLE).display == DisplaySettings("absolute", (0.5, 2.0), (50.0, 20.0))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "display: {grading: Relative, thresholds: {ttft: [250ms, 1.5], "
+        "tokens_per_second: [120, 40.5]}}\n"
+    )
+    assert load(config).display == DisplaySettings("relative", (0.25, 1.5), (120.0, 40.5))
+    config.write_text("display: {thresholds: {ttft: [1s, 3s]}}\n")
+    assert load(config).display == DisplaySettings(ttft=(1.0, 3.0))  # the rest: defaults
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("{grading: thirds}", "display.grading: 'thirds' is not allowed; allowed: absolute | "
+                              "relative"),
+        ("{colours: x}", "display.colours: unknown key; allowed keys: grading, thresholds"),
+        ("{thresholds: {tps: [1, 2]}}", "display.thresholds.tps: unknown key (the key is "
+                                        "tokens_per_second)"),
+        ("{thresholds: {ttft: 2s}}", "display.thresholds.ttft: expected two durations, good "
+                                     "below the first, poor from the second, e.g. [500ms, 2s]"),
+        ("{thresholds: {ttft: [2s, 500ms]}}", "display.thresholds.ttft: 2s is not below 500ms"),
+        ("{thresholds: {ttft: [0s, 1s]}}", "display.thresholds.ttft[0]: \'0s\' is zero"),
+        ("{thresholds: {ttft: [soon, 1s]}}", "display.thresholds.ttft[0]: 'soon' is not a "
+                                             "duration"),
+        ("{thresholds: {tokens_per_second: [20, 50]}}",
+         "display.thresholds.tokens_per_second: 20 is not above 50; allowed: two numbers"),
+        ("{thresholds: {tokens_per_second: [50, -1]}}",
+         "display.thresholds.tokens_per_second[1]: -1 is out of range; allowed: a number above 0"),
+        ("{thresholds: {tokens_per_second: [fast, 20]}}",
+         "display.thresholds.tokens_per_second[0]: expected a number of tokens/s above 0, got a "
+         "string 'fast'"),
+        ("{thresholds: {tokens_per_second: [true, 20]}}",
+         "display.thresholds.tokens_per_second[0]: expected a number of tokens/s above 0, got a "
+         "boolean True"),
+    ],
+)  # fmt: skip
+def test_display_problems_are_named(tmp_path: Path, section: str, message: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"display: {section}\n")
+    assert message in str(problems(config))
+
+
+def test_describe_says_how_colours_are_graded() -> None:
+    assert "colours: absolute: TTFT good below 500ms, poor from 2s; tokens/s good from 50, " \
+           "poor below 20" in describe(load(EXAMPLE))  # fmt: skip

@@ -268,7 +268,11 @@ async def test_poisoned_rows_in_sqlite_after_a_restart(emulator_factory, start_e
             ("local", "huge:latest", 1.0, good.benchmark.to_json(), inventory),
             ("local", "typed:latest", 2.0, json.dumps(tampered), None),
         ]
-        db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?)", rows_in)
+        db.executemany(
+            "INSERT INTO results (target, model, finished_at, benchmark, inventory)"
+            " VALUES (?, ?, ?, ?, ?)",
+            rows_in,
+        )
     second = await start_exporter(_config(emu.url), storage=storage)
     await _all_views_answer(second, present=good.model, absent=("huge:latest", "typed:latest"))
     text = (await second.http.get("/metrics")).text

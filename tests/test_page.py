@@ -54,6 +54,9 @@ class Elements(HTMLParser):
             self.rows.append(dict(attrs))
         self._in = tag if tag in ("script", "style") else None
 
+    def handle_endtag(self, tag: str) -> None:
+        self._in = None
+
     def handle_data(self, data: str) -> None:
         if self._in == "script":
             self.scripts.append(data)
@@ -71,7 +74,7 @@ def test_untrusted_text_is_escaped() -> None:
     text = page.render(render_snapshot(), version=__version__)
     elements = parsed(text)
     assert "img" not in elements.tags and "svg" not in elements.tags and "i" not in elements.tags
-    assert elements.tags.count("script") == 1  # only the page's own
+    assert elements.tags.count("script") == 2  # only the page's own: the board, the history
     assert "&lt;img src=x onerror=alert(1)&gt;&quot;&#x27;&amp;:latest" in text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; runner died" in text
     assert "&lt;svg onload=alert(2)&gt;" in text and "&lt;i&gt;0.1&lt;/i&gt;" in text
@@ -86,7 +89,8 @@ def test_csp_allows_exactly_the_inline_script_and_style() -> None:
         return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
     csp = page.CONTENT_SECURITY_POLICY
-    assert f"script-src 'sha256-{digest(elements.scripts[0])}'" in csp
+    scripts = " ".join(f"'sha256-{digest(script)}'" for script in elements.scripts)
+    assert len(elements.scripts) == 2 and f"script-src {scripts};" in csp
     assert f"style-src 'sha256-{digest(elements.styles[0])}'" in csp
     assert "default-src 'none'" in csp and "unsafe-inline" not in csp
 
@@ -112,7 +116,7 @@ def test_grades_and_failures_are_classes() -> None:
     text = page.render(render_snapshot(), version=__version__)
     llama_1b = re.search(r'data-model="llama3.2:1b".*?</tr>', text, re.S)
     assert llama_1b is not None
-    assert 'class="num metric good"><span>0.100 s</span>' in llama_1b[0]
+    assert 'class="num metric good" data-col="ttft"><span class="v">0.100 s</span>' in llama_1b[0]
     gemma = re.search(r'data-model="gemma3:4b".*?</tr>', text, re.S)
     assert gemma is not None and 'class="num metric poor"' in gemma[0]
 

@@ -62,3 +62,20 @@ def test_memory_quick() -> None:
 def test_start_quick(script: str) -> None:
     out = run(script, "--quick")
     assert "first 200 on /metrics: p50" in out, out
+
+
+def test_history_quick() -> None:
+    out = run("history.py", "--quick")
+    figures = (
+        "stored: 2880 rows (20 models",
+        "sparklines, points=30: 20 series, 600 points",
+        "every model, points=1000 (bounded): 20 series",
+        "one model's detail",
+        "cold (every model read)",
+        "after the start-up warm-up",
+        "unchanged: p50",
+        "one new result each: p50",
+        "worst loop stall",
+    )
+    for figure in figures:
+        assert figure in out, out

@@ -247,9 +247,13 @@ async def test_bad_stored_rows_are_skipped_and_never_reach_a_view(tmp_path, capl
     with sqlite3.connect(tmp_path / "ometer.sqlite3") as db:
         for model, bad_benchmark, bad_inventory in cases:
             bench, inventory = _rows(entry("local", model), bad_benchmark, bad_inventory)
-            db.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO results (target, model, finished_at, benchmark, inventory)"
+            " VALUES (?, ?, ?, ?, ?)",
                        ("local", model, time.time(), bench, inventory))  # fmt: skip
-        db.execute("INSERT INTO results VALUES ('local', 'blob:latest', 1, X'00', NULL)")
+        db.execute(
+            "INSERT INTO results (target, model, finished_at, benchmark, inventory)"
+            " VALUES ('local', 'blob:latest', 1, X'00', NULL)"
+        )
 
     restored = Store(tmp_path)
     restored.set_targets([target()])

@@ -7,10 +7,12 @@ import dataclasses
 import pytest
 from factories import entry
 
+from ometer_exporter.config.settings import DisplaySettings
 from ometer_exporter.store.records import ModelEntry, Record
 from ometer_exporter.views import grades, table
 from ometer_exporter.views import rows as export
 
+RELATIVE = DisplaySettings(grading="relative")  # OMeter's thirds of the table
 GREEN, ORANGE, RED, DIM, BOLD, RESET = (
     "\x1b[32m", "\x1b[38;5;208m", "\x1b[31m", "\x1b[2m", "\x1b[1m", "\x1b[0m",
 )  # fmt: skip
@@ -30,7 +32,7 @@ def three(*, verbose: bool = False) -> list[export.Row]:
 def test_colours_for_known_values_exact_ansi() -> None:
     # TTFT 0.1/0.2/0.3: p33 = 0.166, p66 = 0.232, lower is better.
     # TPS 150/100/50: p33 = 83, p66 = 116, higher is better.
-    text = table.render(three(), table.Layout(), color=True)
+    text = table.render(three(), table.Layout(), color=True, display=RELATIVE)
     assert text.split("\n") == [
         f"{BOLD}Model{RESET}              {BOLD}Size{RESET}  {BOLD}Context{RESET}  "
         f"{BOLD}Quant{RESET}   {BOLD}Capabilities{RESET}          {BOLD}TTFT{RESET}    "
@@ -80,8 +82,10 @@ def test_failures_are_red_and_listed_embeddings_graded_apart() -> None:
     # A fast embedding model must not push the chat models' grades around.
     rows.append(export.row(entry("local", "nomic-embed-text:latest", ttft=0.01, tps=9000.0,
                                  kind="embedding")))  # fmt: skip
-    assert grades.grades(rows, "tps") == ["good", "fair", "poor", "poor", "good"]
-    text = table.render(rows, table.Layout(ttft=False), color=True)
+    assert grades.grades(rows, "tps", RELATIVE) == ["good", "fair", "poor", "poor", "good"]
+    # By the default thresholds (good from 50 tokens/s), the three chat models are all good.
+    assert grades.grades(rows, "tps") == ["good", "good", "good", "poor", "good"]
+    text = table.render(rows, table.Layout(ttft=False), color=True, display=RELATIVE)
     gemma = next(line for line in text.split("\n") if line.startswith("gemma3:4b"))
     assert gemma.endswith(f"{RED}error{RESET}")
     assert text.endswith(

@@ -19,7 +19,7 @@ from ollama_emulator import chat_model
 from ometer_exporter.cli.main import main
 from ometer_exporter.web.app import GUARD
 
-ENDPOINTS = ["/metrics", "/export", "/", "/-/healthy", "/-/ready"]
+ENDPOINTS = ["/metrics", "/export", "/api/history", "/", "/-/healthy", "/-/ready"]
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
 from ometer_exporter.config.checks import format_duration
+from ometer_exporter.config.display import describe as describe_display
 from ometer_exporter.config.settings import BenchmarkSettings, Settings, TargetSettings
 
 
@@ -29,6 +30,7 @@ def describe(settings: Settings) -> str:
         f"storage: {settings.storage.path} (history kept "
         f"{format_duration(settings.storage.retention)})",
         f"benchmark defaults: {_describe_benchmark(settings.benchmark)}",
+        f"colours: {describe_display(settings.display)}",
         f"targets ({len(settings.targets)}):",
     ]
     for target in settings.targets:

@@ -35,6 +35,7 @@ from ometer_exporter.config.benchmark import (
     parse_benchmark,
 )
 from ometer_exporter.config.checks import Checker, ConfigError, show_path
+from ometer_exporter.config.display import parse_display
 from ometer_exporter.config.settings import (
     DEFAULT_LISTEN_ADDRESS,
     DEFAULT_LOG_FORMAT,
@@ -52,7 +53,7 @@ from ometer_exporter.config.settings import (
 from ometer_exporter.config.targets import default_target, parse_targets
 from ometer_exporter.config.yaml_file import read_yaml
 
-_TOP_KEYS: Final = ("storage", "benchmark", "targets")
+_TOP_KEYS: Final = ("storage", "benchmark", "targets", "display")
 _STORAGE_KEYS: Final = ("path", "retention")
 
 # Keys people reach for that live elsewhere: the hint replaces a bare "unknown key".
@@ -93,12 +94,13 @@ def load_settings(
     )
     targets = _targets(checker, top, defaults, env, config_file, api_keys=api_keys)
     server = _server(checker, overrides, env)
+    display = parse_display(checker, top.get("display"))
     if checker.problems:
         raise ConfigError(checker.problems, config_file)
     return Settings(
         storage=storage, benchmark=defaults, targets=targets, config_file=config_file,
         listen_address=server.listen_address, log_level=server.log_level,
-        log_format=server.log_format, web_config_file=server.web_config_file,
+        log_format=server.log_format, web_config_file=server.web_config_file, display=display,
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from typing import Final, Literal
 
 ThinkMode = Literal["auto", "true", "false"]
 SelectMode = Literal["loaded", "all"]
+GradingMode = Literal["absolute", "relative"]
 
 # Each prompt asks for several sentences so a run produces enough tokens for a stable decode
 # rate (runs under 8 output tokens are discarded as "short").
@@ -147,6 +148,25 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DisplaySettings:
+    """How the page, the terminal table and the dashboard colour TTFT and tokens/s.
+
+    ``absolute``: a chat model's TTFT below ``ttft[0]`` is good, below ``ttft[1]`` fair, else
+    poor; its tokens/s at least ``tokens_per_second[0]`` is good, at least ``[1]`` fair, else
+    poor (Grafana's step rule: a value at a threshold takes the next colour). ``relative``: the
+    thirds of the table (33rd/66th percentiles). Embedding models are always graded by thirds
+    among themselves: their "TTFT" is a whole request and their rate counts input tokens.
+    """
+
+    grading: GradingMode = "absolute"
+    ttft: tuple[float, float] = (0.5, 2.0)  # seconds: good below the first, poor from the second
+    tokens_per_second: tuple[float, float] = (50.0, 20.0)  # good from the first, poor below 2nd
+
+
+DEFAULT_DISPLAY: Final = DisplaySettings()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
     benchmark: BenchmarkSettings  # the file's `benchmark` section: defaults for every target
@@ -156,6 +176,7 @@ class Settings:
     log_format: str = DEFAULT_LOG_FORMAT  # text | json
     config_file: str | None = None
     web_config_file: str | None = None
+    display: DisplaySettings = DEFAULT_DISPLAY
 
 
 @dataclass(frozen=True, slots=True)

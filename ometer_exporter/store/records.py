@@ -213,6 +213,7 @@ RECORD_RULES: Final[Mapping[str, Rule]] = {
     "length_prefill_tokens_per_second": _items(_SECONDS),
     "length_note": _items(_NAME),
     "ttft_per_1k_prompt_tokens": _optional(_a_float),
+    "ollama_version": _NAME,
 }
 
 
@@ -250,9 +251,14 @@ class Record:
     length_prefill_tokens_per_second: tuple[float | None, ...] = ()
     length_note: tuple[str, ...] = ()
     ttft_per_1k_prompt_tokens: float | None = None  # fitted over the measured lengths
+    # What the target's /api/version said when it was measured; "" when unknown (not asked
+    # yet, or a result stored before versions were kept).
+    ollama_version: str = ""
 
     @classmethod
-    def from_result(cls, result: ModelResult, *, method: Method, url: str = "") -> Record:
+    def from_result(
+        cls, result: ModelResult, *, method: Method, url: str = "", ollama_version: str = ""
+    ) -> Record:
         first_error = result.first_error
         chat = result.kind == "chat"
         return cls(
@@ -288,6 +294,7 @@ class Record:
             ),
             length_note=tuple(n.note for n in result.lengths),
             ttft_per_1k_prompt_tokens=result.ttft_per_1k_tokens,
+            ollama_version=ollama_version,
         )
 
     def failed(

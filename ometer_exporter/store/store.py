@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -22,9 +22,10 @@ from typing import Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ometer_exporter.measure.results import ModelResult
-from ometer_exporter.store.database import Database
+from ometer_exporter.store.database import Database, PointRow
 from ometer_exporter.store.records import (
     EMPTY_SNAPSHOT,
+    MAX_TEXT,
     Inventory,
     Method,
     ModelEntry,
@@ -203,15 +204,21 @@ class Store:
         """A model's cycle finished: new latest values, totals, and a row for persistence.
 
         ``url`` is the target's, kept with the result (never its credentials) so that trends
-        compare only results of the same server."""
+        compare only results of the same server; so is the target's Ollama version (the history
+        marks where it changed)."""
         key = (target, result.model)
         entry = self._snapshot.models.get(key) or ModelEntry(target, result.model)
-        bench = Record.from_result(result, method=method, url=without_userinfo(url))
+        state = self._snapshot.targets.get(target)
+        version = (state.version or "")[:MAX_TEXT] if state is not None else ""
+        bench = Record.from_result(
+            result, method=method, url=without_userinfo(url), ollama_version=version
+        )
         if not bench.success and entry.benchmark is not None:
             # A failed cycle keeps the last good values; success 0 and the error say the rest.
             bench = entry.benchmark.failed(
                 bench.error_type, bench.error, started_at=bench.started_at, at=bench.finished_at
             )
+            bench = replace(bench, ollama_version=version)
         if bench.load_duration is None:  # stored with the carried value: survives a restart
             bench = replace(bench, load_duration=entry.load_duration)
         entry = replace(
@@ -272,6 +279,15 @@ class Store:
         if self._db is None:
             return []
         return await asyncio.to_thread(self._db.history, target)
+
+    async def points(
+        self, keys: Sequence[ModelKey], since: float, limit: int
+    ) -> list[list[PointRow]]:
+        """Each model's newest ``limit`` stored points since ``since`` (``Database.points``),
+        read in a worker thread; [] each without storage."""
+        if self._db is None:
+            return [[] for _ in keys]
+        return await asyncio.to_thread(self._db.points, keys, since, limit)
 
     def newest_finish(self, target: str) -> float | None:
         times = [

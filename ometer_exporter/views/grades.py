@@ -1,11 +1,16 @@
-"""Colour grades and cell text, one definition for the landing page and the terminal table.
+"""Colour grades and cell text, one definition for the landing page, the terminal table and
+(through ``config.settings.DisplaySettings``' defaults) the generated Grafana dashboard.
 
-Grades follow OMeter: within a table, a value in the best third (by the 33rd and 66th
-percentiles of that column) is *good* (green), the middle third *fair* (orange), the rest
-*poor* (red); a failed model is poor. Lower is better for TTFT, higher for tokens/s (the
-direction comes from ``query.SORT_KEYS``, so sorting and colouring never disagree). Chat and
-embedding rows are graded apart: an embedding's "TTFT" is a whole request and its "TPS" counts
-input tokens, so comparing them with chat models would say nothing.
+``display.grading: absolute`` (the default): a chat model's value is *good* (green), *fair*
+(orange) or *poor* (red) by the configured thresholds (``display.thresholds``), with Grafana's
+step rule: a value at a threshold takes the next step's colour. ``relative`` follows OMeter:
+within a table, a value in the best third (by the 33rd and 66th percentiles of that column) is
+good, the middle third fair, the rest poor. Either way a failed model is poor, and the value
+graded is the one shown (rounded as ``format_value`` rounds it): two cells that read the same
+have the same colour. Lower is better for TTFT, higher for tokens/s (the direction comes from
+``query.SORT_KEYS``, so sorting and colouring never disagree). Embedding rows are always graded
+by thirds among themselves: an embedding's "TTFT" is a whole request and its "TPS" counts input
+tokens, so neither a chat model's thresholds nor a comparison with chat models says anything.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
+from ometer_exporter.config.settings import DEFAULT_DISPLAY, DisplaySettings
 from ometer_exporter.store.records import Record
 from ometer_exporter.views.query import SORT_KEYS
 from ometer_exporter.views.rows import Row
@@ -75,27 +81,59 @@ def failure_text(row: Row) -> str:
     return "error" if row.get("error") is not None else "no run"
 
 
-def grades(rows: Sequence[Row], column: str) -> list[Grade | None]:
+def grades(
+    rows: Sequence[Row], column: str, display: DisplaySettings = DEFAULT_DISPLAY
+) -> list[Grade | None]:
     """A grade per row for ``column`` (None: no value and no failure, e.g. not measured)."""
     better = higher_is_better(column)
     cuts: dict[str, tuple[float, float] | None] = {}
     for kind in {r.get("kind") or "chat" for r in rows}:
         cuts[kind] = thresholds(
-            r[column]
+            displayed(column, r[column])
             for r in rows
             if (r.get("kind") or "chat") == kind and r.get(column) is not None and not failed(r)
         )
     out: list[Grade | None] = []
     for r in rows:
         value = r.get(column)
-        kind_cuts = cuts[r.get("kind") or "chat"]
+        kind = r.get("kind") or "chat"
         if failed(r):
             out.append("poor")
-        elif value is None or kind_cuts is None:
+        elif value is None:
+            out.append(None)
+        elif display.grading == "absolute" and kind == "chat":
+            out.append(absolute(column, value, display))
+        elif (kind_cuts := cuts[kind]) is None:
             out.append(None)
         else:
-            out.append(grade(value, kind_cuts, higher_is_better=better))
+            out.append(grade(displayed(column, value), kind_cuts, higher_is_better=better))
     return out
+
+
+def limits(column: str, display: DisplaySettings = DEFAULT_DISPLAY) -> tuple[float, float]:
+    """(good, poor) thresholds of a column: TTFT good below the first, poor from the second;
+    tokens/s good from the first, poor below the second."""
+    return display.ttft if column.startswith("ttft") else display.tokens_per_second
+
+
+def absolute(column: str, value: float, display: DisplaySettings = DEFAULT_DISPLAY) -> Grade:
+    """The grade of a chat model's shown value by the configured thresholds, the way Grafana
+    steps: a value at a threshold takes the colour of the step it opens."""
+    good, poor = limits(column, display)
+    shown = displayed(column, value)
+    if higher_is_better(column):
+        return "good" if shown >= good else "fair" if shown >= poor else "poor"
+    return "good" if shown < good else "fair" if shown < poor else "poor"
+
+
+def displayed(column: str, value: float) -> float:
+    """The value as the cell shows it (``format_value``'s rounding), so 60.945 and 60.927,
+    both shown as 60.9, get one colour."""
+    if not math.isfinite(value):
+        return value
+    if column.startswith("ttft"):
+        return float(f"{value:.3f}") if value < 10 else float(f"{value:.1f}")
+    return float(f"{value:.1f}")
 
 
 def comparable(new: Record, old: Record, *, new_target: str, old_target: str) -> bool:

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
 
+from ometer_exporter.config.settings import DEFAULT_DISPLAY, DisplaySettings
 from ometer_exporter.store.records import Snapshot, TargetState
-from ometer_exporter.views import grades, page_assets, query, rows
+from ometer_exporter.views import grades, page_assets, page_charts, query, rows
 from ometer_exporter.views.isolation import RENDER_ERRORS
 from ometer_exporter.views.rows import Row
 
@@ -43,34 +44,66 @@ CONTENT_SECURITY_POLICY: Final = page_assets.CONTENT_SECURITY_POLICY
 _e = html.escape  # quote=True: safe in text and in double-quoted attributes
 
 
-def render(snapshot: Snapshot, *, version: str, now: float | None = None) -> str:
-    """The whole page for one snapshot."""
+def render(
+    snapshot: Snapshot,
+    *,
+    version: str,
+    now: float | None = None,
+    display: DisplaySettings = DEFAULT_DISPLAY,
+) -> str:
+    """The whole page for one snapshot, coloured as ``display`` says."""
     now = time.time() if now is None else now
     items = rows.rows(snapshot, query.Query(), view="page")
     targets = sorted(snapshot.targets.values(), key=lambda t: t.name)
-    return f"""{_head(version)}
+    return f"""{_head(version, display)}
 <main>
   <h2>Targets</h2>
   {_targets(targets, items)}
   {_bar(targets, items)}
-  {_board(items)}
+  {_board(items, display)}
   <footer>
     <span id="summary">{_summary(items, targets, now)}</span> ·
-    Colours: <span class="good">best third</span>, <span class="fair">middle third</span>,
-    <span class="poor">slowest third or failed</span> (33rd/66th percentile of the table; chat and
-    embedding models apart).
+    <span id="legend" data-grading="{display.grading}">{legend(display)}</span>
+    Arrows: the newest result against the one before it, of the same server and method
+    (within 5 %: →). A click on a model shows its history.
   </footer>
 </main>
+{page_charts.DIALOG}
 <script>{page_assets.SCRIPT}</script>
+<script>{page_charts.SCRIPT}</script>
 </body>
 </html>
 """
 
 
-def _head(version: str) -> str:
+def legend(display: DisplaySettings) -> str:
+    """What the colours mean, as configured (``display.grading``)."""
+    if display.grading == "relative":
+        return (
+            'Colours (<code>display.grading: relative</code>): <span class="good">best third'
+            '</span>, <span class="fair">middle third</span>, <span class="poor">slowest third '
+            "or failed</span> (33rd/66th percentile of the table; chat and embedding models "
+            "apart)."
+        )
+    (t_good, t_poor), (r_good, r_poor) = display.ttft, display.tokens_per_second
+    ttft_good, ttft_poor = grades.format_seconds(t_good), grades.format_seconds(t_poor)
+    return (
+        "Colours (<code>display.grading: absolute</code>, <code>display.thresholds</code>): "
+        f'<span class="good">TTFT under {ttft_good}, tokens/s {r_good:g} or more</span>, '
+        f'<span class="fair">in between</span>, <span class="poor">TTFT {ttft_poor} or more, '
+        f"tokens/s under {r_poor:g}, or failed</span>; embedding models by thirds among "
+        "themselves."
+    )
+
+
+def _head(version: str, display: DisplaySettings = DEFAULT_DISPLAY) -> str:
     """From the doctype to the page's top bar: title, icon, stylesheet, version and links."""
+    limits = (
+        f' data-ttft-limits="{display.ttft[0]:g},{display.ttft[1]:g}"'
+        f' data-tps-limits="{display.tokens_per_second[0]:g},{display.tokens_per_second[1]:g}"'
+    )
     return f"""<!doctype html>
-<html lang="en" data-sort="{DEFAULT_SORT}" data-refresh="{REFRESH_SECONDS}">
+<html lang="en" data-sort="{DEFAULT_SORT}" data-refresh="{REFRESH_SECONDS}"{limits}>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -106,9 +139,10 @@ def _bar(targets: Sequence[TargetState], items: list[Row]) -> str:
   </div>"""
 
 
-def _board(items: list[Row]) -> str:
-    """The leaderboard table: chat rows, embedding rows (under their heading), the empty note."""
-    graded = _grades(items)
+def _board(items: list[Row], display: DisplaySettings = DEFAULT_DISPLAY) -> str:
+    """The leaderboard table: chat rows, embedding rows (under their heading), the empty note.
+    Columns of class ``fold`` are hidden on a narrow screen: model, TTFT and tokens/s stay."""
+    graded = _grades(items, display)
     chat = [r for r in items if r["kind"] != "embedding"]
     embedding = [r for r in items if r["kind"] == "embedding"]
     embedding_heading = (
@@ -117,13 +151,13 @@ def _board(items: list[Row]) -> str:
     return f"""<div class="scroll">
   <table id="board">
     <thead><tr>
-      <th data-sort="name" tabindex="0">Model</th><th>Target</th>
-      <th class="num" data-sort="size" tabindex="0">Size</th>
-      <th class="num" data-sort="ctx" tabindex="0">Context</th>
-      <th>Quant</th><th>Capabilities</th>
+      <th data-sort="name" tabindex="0">Model</th><th class="fold">Target</th>
+      <th class="num fold" data-sort="size" tabindex="0">Size</th>
+      <th class="num fold" data-sort="ctx" tabindex="0">Context</th>
+      <th class="fold">Quant</th><th class="fold">Capabilities</th>
       <th class="num" data-sort="ttft" tabindex="0" title="time to first token (median)">TTFT</th>
       <th class="num" data-sort="tps" tabindex="0" title="output tokens per second">Tokens/s</th>
-      <th class="num" title="cold load time">Load</th><th>Status</th>
+      <th class="num fold" title="cold load time">Load</th><th class="fold">Status</th>
     </tr></thead>
     {_body("rows-chat", chat, graded, None)}
     {_body("rows-embedding", embedding, graded, embedding_heading)}
@@ -151,12 +185,13 @@ def _targets(targets: Sequence[TargetState], items: list[Row]) -> str:
             f'<header><span class="dot"></span><h3>{_e(t.name)}</h3>'
             f"{'<span class=tag>cloud</span>' if t.cloud else ''}"
             f'<span class="state">{label}</span></header>'
-            f'<dl><dt>URL</dt><dd class="url">{_e(t.url or "—")}</dd>'
-            f"<dt>Ollama</dt><dd>{_e(t.version or '—')}</dd>"
+            f'<dl><dt>URL</dt><dd class="url">{_breakable(t.url or "—")}</dd>'
+            f'<dt>Ollama</dt><dd class="dd-nowrap">{_e(t.version or "—")}</dd>'
             f"<dt>Measures</dt><dd>{_e(SELECT_TEXT.get(t.select, t.select))}</dd>"
             f"<dt>Last cycle</dt><dd>{cycle}</dd>"
             f"<dt>Next cycle</dt><dd>{next_cycle}</dd>"
-            f"<dt>Interval</dt><dd>{_e(_duration(t.interval))}</dd></dl>{error}</article>"
+            f'<dt>Interval</dt><dd class="dd-nowrap">{_e(_duration(t.interval))}</dd></dl>'
+            f"{error}</article>"
         )
     hint = _hint(targets, items)
     return f'<section id="targets" class="targets">{"".join(cards)}{hint}</section>'
@@ -192,6 +227,16 @@ def _hint(targets: Sequence[TargetState], items: list[Row]) -> str:
     return f'<div class="hint" id="hint"><h3>No numbers yet</h3><p>{body}</p></div>'
 
 
+def _breakable(url: str) -> str:
+    """A URL, escaped, that may wrap after ``//`` and before the port or a path, never inside
+    the host's or the port's figures (unless one alone is wider than the card)."""
+    scheme, sep, rest = url.partition("//")
+    host, slash, path = rest.partition("/")
+    name, colon, port = host.rpartition(":") if ":" in host.rpartition("]")[2] else (host, "", "")
+    parts = [scheme + sep, name, colon + port, slash + path] if sep else [url]
+    return "<wbr>".join(_e(p) for p in parts if p)
+
+
 SELECT_TEXT: Final = {
     "loaded": "models in memory (select: loaded)",
     "all": "every model (select: all)",
@@ -207,10 +252,10 @@ def _target_options(names: Sequence[str]) -> str:
 Grades = dict[str, dict[int, grades.Grade | None]]  # column -> id(row) -> grade
 
 
-def _grades(items: list[Row]) -> Grades:
+def _grades(items: list[Row], display: DisplaySettings = DEFAULT_DISPLAY) -> Grades:
     """TTFT and TPS grades over the whole table (``grades.grades`` keeps kinds apart)."""
     return {
-        column: dict(zip(map(id, items), grades.grades(items, column), strict=True))
+        column: dict(zip(map(id, items), grades.grades(items, column, display), strict=True))
         for column in ("ttft", "tps")
     }
 
@@ -243,16 +288,18 @@ def _row(r: Row, ranks: dict[str, int], ttft: grades.Grade | None, tps: grades.G
     )
     load = r["load_duration_seconds"]
     return (
-        f'<tr data-target="{_e(r["target"])}" data-model="{_e(r["model"])}"{attrs}>'
-        f'<td class="model"><span class="name">{_e(r["model"])}</span>{error}</td>'
-        f"<td>{_e(r['target'])}</td>"
-        f'<td class="num">{_e(r["size"] or "—")}</td>'
-        f'<td class="num">{_e(str(r["context"] or "—"))}</td>'
-        f"<td>{_e(r['quant'] or '—')}</td>"
-        f'<td class="caps">{caps or "—"}</td>'
+        f'<tr data-target="{_e(r["target"])}" data-model="{_e(r["model"])}"'
+        f' data-at="{_e(r["benchmarked_at"] or "")}"{attrs}>'
+        f'<td class="model"><span class="name" role="button" tabindex="0" '
+        f'title="Show its history">{_e(r["model"])}</span>{error}</td>'
+        f'<td class="fold">{_e(r["target"])}</td>'
+        f'<td class="num fold">{_e(r["size"] or "—")}</td>'
+        f'<td class="num fold">{_e(str(r["context"] or "—"))}</td>'
+        f'<td class="fold">{_e(r["quant"] or "—")}</td>'
+        f'<td class="caps fold">{caps or "—"}</td>'
         f"{_metric('ttft', r, ttft)}{_metric('tps', r, tps)}"
-        f'<td class="num">{_e(grades.format_seconds(load)) if load is not None else "—"}</td>'
-        f'<td class="where">{_status(r)}</td>'
+        f'<td class="num fold">{_e(grades.format_seconds(load)) if load is not None else "—"}'
+        f'</td><td class="where fold">{_status(r)}</td>'
         "</tr>"
     )
 
@@ -263,7 +310,11 @@ def _metric(column: str, r: Row, grade: grades.Grade | None) -> str:
         text = grades.failure_text(r) if grades.failed(r) else "—"
     else:
         text = grades.format_value(column, value)
-    return f'<td class="num metric {grade or ""}"><span>{_e(text)}</span></td>'
+    # The script adds the arrow and the sparkline from /api/history (``page_charts``).
+    return (
+        f'<td class="num metric {grade or ""}" data-col="{column}"><span class="v">{_e(text)}'
+        '</span><span class="arrow"></span><span class="spark"></span></td>'
+    )
 
 
 STATUS_TEXT: Final = {

@@ -1,8 +1,10 @@
 """The landing page's static assets: its inline stylesheet and script, its icon, and the
-Content-Security-Policy that allows exactly that stylesheet and script by their sha256 hashes.
+Content-Security-Policy that allows exactly that stylesheet and those scripts by their sha256
+hashes.
 
-The page inserts ``STYLE`` and ``SCRIPT`` verbatim; any change to either changes its hash, and
-the policy is computed from the same strings, so the two cannot drift apart.
+The page inserts ``STYLE``, ``SCRIPT`` and ``page_charts.SCRIPT`` (the history) verbatim; any
+change to one changes its hash, and the policy is computed from the same strings, so the two
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 from typing import Final
+
+from ometer_exporter.views import page_charts
 
 STYLE: Final = """
 :root {
@@ -100,7 +104,7 @@ tbody td { border-top: 1px solid var(--line); }
 .model .name { font-weight: 600; }
 .err { color: var(--poor); font-size: 12px; white-space: normal; max-width: 52ch; }
 .target .err { margin: 8px 0 0; overflow-wrap: anywhere; }
-.target .url { overflow-wrap: anywhere; }
+.target .url { overflow-wrap: break-word; }
 .hint { grid-column: 1 / -1; border: 1px dashed var(--line); border-radius: 8px;
         padding: 10px 14px; }
 .hint h3 { margin: 0 0 4px; font-size: 14px; }
@@ -113,10 +117,44 @@ tbody td { border-top: 1px solid var(--line); }
   display: inline-block; font-size: 12px; padding: 0 7px; margin: 0 3px 2px 0;
   border-radius: 999px; background: var(--chip); color: var(--muted);
 }
-.metric span { display: inline-block; min-width: 64px; padding: 1px 8px; border-radius: 6px; }
-.metric.good span { color: var(--good); background: var(--good-bg); font-weight: 600; }
-.metric.fair span { color: var(--fair); background: var(--fair-bg); font-weight: 600; }
-.metric.poor span { color: var(--poor); background: var(--poor-bg); font-weight: 600; }
+.metric .v { display: inline-block; min-width: 64px; padding: 1px 8px; border-radius: 6px; }
+.metric.good .v { color: var(--good); background: var(--good-bg); font-weight: 600; }
+.metric.fair .v { color: var(--fair); background: var(--fair-bg); font-weight: 600; }
+.metric.poor .v { color: var(--poor); background: var(--poor-bg); font-weight: 600; }
+.arrow { display: inline-block; min-width: 1.2em; color: var(--muted); font-weight: 600; }
+.arrow.up { color: var(--good); } .arrow.down { color: var(--poor); }
+.spark { display: block; height: 18px; margin-top: 2px; }
+.sparkline { display: inline-block; vertical-align: top; }
+.spark-line, .chart-line { fill: none; stroke: var(--accent); stroke-width: 1.5; }
+.spark-dot { fill: var(--accent); }
+.model .name { cursor: pointer; border-bottom: 1px dotted var(--muted); }
+.model .name:hover, .model .name:focus-visible { color: var(--accent); outline: none; }
+dialog#detail {
+  width: min(720px, 96vw); max-height: 92vh; overflow: auto; color: var(--fg);
+  background: var(--card); border: 1px solid var(--line); border-radius: 12px; padding: 14px 18px;
+}
+dialog#detail::backdrop { background: rgba(0, 0, 0, 0.45); }
+dialog#detail header { display: flex; align-items: center; gap: 12px; }
+dialog#detail h3 { margin: 0 auto 0 0; font-size: 16px; overflow-wrap: anywhere; }
+.chart { margin: 12px 0 0; }
+.chart figcaption { font-size: 13px; color: var(--muted); }
+.detail-chart { width: 100%; height: auto; display: block; }
+.chart-dot { fill: var(--accent); }
+.axis { stroke: var(--line); }
+.threshold { stroke: var(--fair); stroke-dasharray: 4 3; }
+.change { stroke: var(--muted); stroke-dasharray: 2 2; stroke-width: 1.5; }
+.change.version { stroke: var(--poor); }
+.tick { font-size: 10px; fill: var(--muted); }
+.tick.end { text-anchor: end; }
+.target dd time, .target dd .muted, .target .dd-nowrap { white-space: nowrap; }
+@media (max-width: 640px) {
+  .top, main { padding-left: 12px; padding-right: 12px; }
+  .fold { display: none; }
+  th, td { padding: 6px 6px; }
+  .metric .v { min-width: 0; padding: 1px 4px; }
+  td.model { white-space: normal; overflow-wrap: anywhere; }
+  .targets { grid-template-columns: 1fr; }
+}
 .muted, .empty td { color: var(--muted); }
 .group-head th {
   background: var(--bg); color: var(--muted); font-size: 12px; font-weight: 600;
@@ -229,7 +267,7 @@ SCRIPT: Final = """
         { cache: "no-store", headers: { Accept: "text/html" } });
       if (!response.ok) throw new Error("HTTP " + response.status);
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      for (const id of ["targets", "rows-chat", "rows-embedding", "summary", "no-rows"]) {
+      for (const id of ["targets", "rows-chat", "rows-embedding", "summary", "legend", "no-rows"]) {
         const now = document.getElementById(id);
         const next = fresh.getElementById(id);
         if (now && next) now.replaceWith(document.importNode(next, true));
@@ -239,6 +277,7 @@ SCRIPT: Final = """
         ...Array.from(options.children, (node) => document.importNode(node, true)));
       apply();
       relativeTimes();
+      document.dispatchEvent(new Event("ometer:refreshed"));  // page_charts redraws
       status.textContent = "Updated " + new Date().toLocaleTimeString();
       status.classList.remove("stale");
     } catch (error) {
@@ -294,7 +333,8 @@ def _sha256(text: str) -> str:
 
 
 CONTENT_SECURITY_POLICY: Final = (
-    f"default-src 'none'; script-src {_sha256(SCRIPT)}; style-src {_sha256(STYLE)}; "
+    f"default-src 'none'; script-src {_sha256(SCRIPT)} {_sha256(page_charts.SCRIPT)}; "
+    f"style-src {_sha256(STYLE)}; "
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )

@@ -10,10 +10,11 @@
   Embedding models (TTFT is the request time, TPS the input tokens/s)
   nomic-embed-text:latest  274 MB     2048  F16     embedding          0.011 s ↑  2387.5 →  0.201 s
 
-with ANSI colours when asked (``color=True``), live states (queued, running) for models not
-measured yet, and trend arrows against the previous stored result (the caller passes only the
-results an arrow may compare with: ``grades.comparable``). As on the landing page, chat rows
-come first and embedding rows apart under their heading (``by_kind``), each graded apart.
+with ANSI colours when asked (``color=True``; what they mean is ``display``, as on the page),
+live states (queued, running) for models not measured yet, and trend arrows against the
+previous stored result (the caller passes only the results an arrow may compare with:
+``grades.comparable``). As on the landing page, chat rows come first and embedding rows apart
+under their heading (``by_kind``), each graded apart.
 rich measures display width (a CJK character or an emoji takes two cells) and renders the
 colours; cell text is always literal ``Text``, never markup, and untrusted text goes through
 ``grades.plain`` first.
@@ -27,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from ometer_exporter.config.settings import DEFAULT_DISPLAY, DisplaySettings
 from ometer_exporter.store.records import ModelKey
 from ometer_exporter.views.grades import (
     Grade,
@@ -129,8 +131,10 @@ def render(
     queued: frozenset[ModelKey] = frozenset(),
     running: frozenset[ModelKey] = frozenset(),
     previous: Mapping[ModelKey, Row] | None = None,
+    display: DisplaySettings = DEFAULT_DISPLAY,
 ) -> str:
-    """The table as text (no trailing newline); failures are listed under it.
+    """The table as text (no trailing newline); failures are listed under it. Colours follow
+    ``display`` (``grades.grades``: the page's and the dashboard's thresholds).
 
     Chat rows come first, embedding rows after them under ``EMBEDDING_HEADING`` (``by_kind``),
     each group in the order given. Widths are display widths (rich's cell length), so wide
@@ -138,7 +142,7 @@ def render(
     """
     rows = by_kind(rows)
     columns = _columns(layout)
-    graded = {c.key: grades(rows, c.key) for c in columns if c.measured}
+    graded = {c.key: grades(rows, c.key, display) for c in columns if c.measured}
     body = [
         [_cell(col, row, graded[col.key][index] if col.measured else None, queued, running,
                previous) for col in columns]

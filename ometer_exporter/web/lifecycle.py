@@ -7,7 +7,8 @@ it is the app's ``cleanup_ctx`` (``web.app.create_app``), so every way of runnin
 
 1. the loop-lag probe starts (``Scheduler.started``);
 2. in the background, while the server already answers (``/-/ready`` 503): the stored results
-   are restored, the scheduler starts its workers, start-up memory is frozen; ready;
+   are restored (and their history encoded for the page, in a task of its own), the scheduler
+   starts its workers, start-up memory is frozen; ready;
 3. on the way out: not ready; start-up is let finish; the workers stop within
    ``SHUTDOWN_GRACE``; the probe stops; the store closes.
 """
@@ -31,6 +32,7 @@ from ometer_exporter.config.web_file import WebConfig, load_web_config
 from ometer_exporter.loop.scheduler import Scheduler
 from ometer_exporter.loop.selection import target_state
 from ometer_exporter.store.store import Store
+from ometer_exporter.views import history
 from ometer_exporter.views.exposition import Exposition
 from ometer_exporter.web.auth import BasicAuth
 
@@ -53,8 +55,10 @@ class Exporter:
         self.exposition = Exposition(loop_lag=self.lag_probe.worst_recent)
         self.web_config = load_web_config(settings.web_config_file)
         self.auth = BasicAuth(self.web_config.users) if self.web_config.users else None
+        self.history_cache = history.HistoryCache()  # ``/api/history``'s encoded series
         self.ready = False
         self._starting: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
 
     async def wait_ready(self) -> None:
@@ -66,9 +70,16 @@ class Exporter:
     async def _start(self) -> None:
         self.store.set_targets(target_state(t) for t in self.settings.targets)
         await self.store.restore()
+        self.warm_history()
         await self.scheduler.apply(self.settings)
         settle_memory()
         self.ready = True
+
+    def warm_history(self) -> None:
+        """Encode the restored history for the page's sparklines, in the background."""
+        self._warming = asyncio.create_task(
+            history.warm(self.store, self.history_cache), name="ometer-history-warm"
+        )
 
     async def reload(self) -> str | None:
         """Re-read the configuration; a bad file keeps the old one. Returns the problem, if any."""
@@ -128,6 +139,8 @@ async def lifecycle(exporter: Exporter) -> AsyncIterator[Exporter]:
             exporter.ready = False
             # A stop during start-up waits for it: restore and apply are not cut in half.
             await asyncio.wait([starting])
+            if exporter._warming is not None:
+                await asyncio.wait([exporter._warming])  # a read in a thread: not cut off
             if not starting.cancelled() and starting.exception() is not None:
                 log.debug("start-up had failed: %s", starting.exception())
 

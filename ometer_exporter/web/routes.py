@@ -14,8 +14,9 @@ from typing import Final
 from aiohttp import web
 
 from ometer_exporter import __version__
+from ometer_exporter.config.settings import DEFAULT_DISPLAY, Settings
 from ometer_exporter.store.records import Snapshot
-from ometer_exporter.views import page
+from ometer_exporter.views import history, page
 from ometer_exporter.views.query import ExportError, Query
 from ometer_exporter.views.rows import LENGTH_COLUMNS, length_rows, rows, to_csv, to_json
 from ometer_exporter.web.lifecycle import EXPORTER
@@ -31,6 +32,7 @@ OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/export", export)
+    app.router.add_get("/api/history", api_history)
     app.router.add_get("/", landing)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
@@ -52,10 +54,31 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-async def export(request: web.Request) -> web.Response:
+def _params(request: web.Request) -> dict[str, list[str]]:
     params: dict[str, list[str]] = {}
     for key, value in request.query.items():
         params.setdefault(key, []).append(value)
+    return params
+
+
+async def api_history(request: web.Request) -> web.Response:
+    """``/api/history``: each model's stored results (``views.history``), read and encoded in
+    worker threads (a model's series is kept encoded until it is measured again), bounded in
+    points per model and in all."""
+    try:
+        query = history.HistoryQuery.parse(_params(request))
+    except ExportError as exc:
+        return web.Response(status=400, text=f"bad request: {exc}\n")
+    exporter = request.app[EXPORTER]
+    text = await history.answer(exporter.store, query, exporter.history_cache)
+    return web.Response(
+        text=text, content_type="application/json", charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )  # fmt: skip
+
+
+async def export(request: web.Request) -> web.Response:
+    params = _params(request)
     try:
         query = Query.parse(params)
     except ExportError as exc:
@@ -121,8 +144,9 @@ def _cross_site(request: web.Request) -> bool:
 
 
 async def landing(request: web.Request) -> web.Response:
-    snapshot = request.app[EXPORTER].store.snapshot
-    text = await asyncio.to_thread(render_landing, snapshot)  # a big table: off the loop
+    exporter = request.app[EXPORTER]
+    # A big table: off the loop.
+    text = await asyncio.to_thread(render_landing, exporter.store.snapshot, exporter.settings)
     return web.Response(
         # Every model row is checked (``views.isolation``); any other text the page shows
         # (a server's version string) never fails the page: "?" for what UTF-8 cannot hold.
@@ -137,5 +161,6 @@ async def landing(request: web.Request) -> web.Response:
     )
 
 
-def render_landing(snapshot: Snapshot) -> str:
-    return page.render(snapshot, version=__version__)
+def render_landing(snapshot: Snapshot, settings: Settings | None = None) -> str:
+    display = settings.display if settings is not None else DEFAULT_DISPLAY
+    return page.render(snapshot, version=__version__, display=display)

@@ -96,7 +96,8 @@ async def history(opts: Options, stdout: TextIO, stderr: TextIO) -> int:
         columns = output.layout(opts, targets=len({t for t, _ in latest}), runs=runs,
                                 history=True)  # fmt: skip
         text = table.render(rows, columns, color=opts.color,
-                            previous=None if opts.verbose else previous)  # fmt: skip
+                            previous=None if opts.verbose else previous,
+                            display=opts.settings.display)  # fmt: skip
         stdout.write(text + "\n")
         stdout.flush()
     return output.write_exports(opts, rows, stdout, stderr)

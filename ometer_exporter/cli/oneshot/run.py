@@ -156,6 +156,7 @@ class _Run:
             queued=frozenset(self.queued),
             running=frozenset(self.running),
             previous=self.comparable_previous(),
+            display=self.opts.settings.display,
         )
 
     def comparable_previous(self) -> dict[ModelKey, export.Row]:
