@@ -189,9 +189,9 @@ async def sweep(
     started_at = time.time()
     done: list[Level] = []
     failed_at: int | None = None
+    if not await quiet():  # before the first level; after each one below
+        return Sweep((), started_at, time.time(), "contended", slo)
     for concurrency in sorted(levels):
-        if not await quiet():
-            return Sweep(tuple(done), started_at, time.time(), "contended", slo)
         level = await run_level(send, concurrency, requests, slo)
         if not await quiet():
             return Sweep(tuple(done), started_at, time.time(), "contended", slo)
@@ -223,8 +223,6 @@ async def _bisect(
         if not above or min(above) - low <= 1:
             return done
         high = min(above)
-        if not await quiet():
-            return done
         level = await run_level(send, (low + high) // 2, requests, slo)
         if not await quiet() or level.error is not None:
             return done

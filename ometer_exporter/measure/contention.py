@@ -78,7 +78,7 @@ class IdleWatch:
 
 
 class QuietGate:
-    """Before and after each level of a load sweep: was the model left to us?
+    """Before the first level of a load sweep and after each: was the model left to us?
 
     After a level our last reply must have moved the expiry (else another request is still
     running); then, during ``pause`` seconds in which we send nothing, it must not move (else

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import secrets
@@ -42,7 +43,8 @@ from ometer_exporter.client.errors import (
 from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import ChatStream, EmbedResponse
 from ometer_exporter.config.settings import BenchmarkSettings
-from ometer_exporter.measure.contention import IdleWatch, loaded_entry, queued
+from ometer_exporter.measure.capacity import Sweep, sweep
+from ometer_exporter.measure.contention import IdleWatch, QuietGate, loaded_entry, queued
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.measure.lengths import OLD_DEFAULT_CONTEXT, measure_lengths, plan_lengths
 from ometer_exporter.measure.results import (
@@ -120,6 +122,56 @@ async def measure_model(
         # The run that would have unloaded it failed, never came, or the prompt-length axis
         # came after it: leave the server as we found it anyway. (A model someone started
         # using meanwhile is theirs: it stays.)
+        with contextlib.suppress(OllamaError):
+            await requests.unload()
+    return result
+
+
+async def measure_capacity(
+    client: OllamaClient,
+    model: str,
+    capabilities: Iterable[str],
+    settings: BenchmarkSettings,
+    *,
+    allow_load: bool = True,
+    lag_probe: LoopLagProbe | None = None,
+    pause: float = 1.0,
+) -> Sweep | None:
+    """The load sweep (``settings.capacity``) on one local chat model; None when it is not
+    loaded and loading is not allowed. ``pause`` is the quiet wait around each level. A model
+    the sweep loaded is unloaded after it, and on cancellation within a second."""
+    caps = frozenset(capabilities)
+    capacity = settings.capacity
+    requests = _Requests(client, model, model_kind(caps), caps, settings, lag_probe)
+    watch = await _watch(client, model)
+    loaded_by_us = not watch.loaded
+    if loaded_by_us and not allow_load:
+        return None
+    try:
+        if loaded_by_us:
+            warmup = await requests.run(warmup=True, keep_alive=None, index=0)
+            if not warmup.ok:
+                now = time.time()
+                return Sweep((), now, now, f"load failed: {warmup.error}", capacity.slo)
+            await watch.went_idle()
+        index = itertools.count()
+
+        async def send() -> RunResult:
+            return await requests.run(
+                warmup=False, keep_alive=None, index=next(index), num_predict=capacity.num_predict
+            )
+
+        result = await sweep(
+            send, capacity.concurrency, requests=capacity.requests_per_level, slo=capacity.slo,
+            quiet=QuietGate(watch, pause), refine=capacity.refine,
+        )  # fmt: skip
+    except asyncio.CancelledError:
+        if loaded_by_us:
+            with contextlib.suppress(OllamaError, TimeoutError):
+                async with asyncio.timeout(UNLOAD_ON_STOP):
+                    await requests.unload()
+        raise
+    if loaded_by_us and settings.unload_after:
         with contextlib.suppress(OllamaError):
             await requests.unload()
     return result

@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-records", type=int, default=10_000, help="ground-truth records kept in memory"
     )
+    p.add_argument("--control", action="store_true",
+                   help="serve /_emulator/records and /_emulator/preload (tests)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -63,6 +65,7 @@ async def serve(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         cloud=args.cloud,
         max_records=args.max_records,
+        control=args.control,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

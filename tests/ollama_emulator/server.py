@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import time
 from collections import deque
@@ -292,6 +293,7 @@ class OllamaEmulator:
         default_num_ctx: int = 4096,
         utc_offset: timedelta = timedelta(hours=2),
         max_records: int | None = None,
+        control: bool = False,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
@@ -305,6 +307,11 @@ class OllamaEmulator:
         self.default_num_ctx = default_num_ctx
         self.utc_offset = utc_offset
         self.max_records = max_records
+        # Test controls over HTTP, for an emulator in its own process: GET /_emulator/records
+        # (the ground truth, perf_counter being the system's monotonic clock) and POST
+        # /_emulator/preload {"name", "keep_alive"}. Off unless asked for: Ollama has no such
+        # routes.
+        self.control = control
         self.url = ""
         self.records: list[RequestRecord] = []
         self._models: dict[str, EmulatedModel] = {}
@@ -440,6 +447,8 @@ class OllamaEmulator:
             routes = dict(_ROUTES)
             if self.cloud:
                 del routes["/api/ps"]  # ollama.com has no /api/ps
+            if self.control:
+                routes.update({"/_emulator/records": ("GET",), "/_emulator/preload": ("POST",)})
             methods = routes.get(request.path)
             if methods is None:
                 return await self._send(ctx, 404, b"404 page not found", TEXT_PLAIN)
@@ -460,6 +469,8 @@ class OllamaEmulator:
 
     async def _route(self, ctx: _Ctx) -> web.StreamResponse:
         path = ctx.request.path
+        if self.control and path.startswith("/_emulator/"):
+            return await self._control(ctx, path)
         if path == "/":
             return await self._send(ctx, 200, b"Ollama is running", TEXT_UTF8)
         if path == "/api/version":
@@ -473,6 +484,17 @@ class OllamaEmulator:
         if path == "/api/embed":
             return await self._embed(ctx)
         return await self._complete(ctx, chat=path == "/api/chat")
+
+    async def _control(self, ctx: _Ctx, path: str) -> web.StreamResponse:
+        if path == "/_emulator/records":
+            records = [dataclasses.asdict(r) for r in self.records if not r.path.startswith("/_")]
+            text = json.dumps(records, default=str)  # plain JSON: floats in full, not Go's form
+            return await self._send(ctx, 200, text.encode(), JSON_UTF8)
+        if path == "/_emulator/preload":
+            body = json.loads(ctx.raw or b"{}")
+            self.preload(body["name"], body.get("keep_alive"))
+            return await self._send_json(ctx, 200, {})
+        return await self._send_json(ctx, 404, {"error": "no such control"})
 
     def _authorized(self, request: web.Request) -> bool:
         if self.api_key is None:
