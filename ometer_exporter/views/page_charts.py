@@ -198,6 +198,47 @@ SCRIPT: Final = """
     return figure;
   }
 
+  // TTFT against prompt length (benchmark.prompt_tokens), from the latest result's rows in
+  // /export?view=prompt_length: x is the counted prompt tokens, y the TTFT.
+  function lengthChart(rows) {
+    const W = 620, H = 150, PAD = 26;
+    const figure = document.createElement("figure");
+    figure.className = "chart";
+    figure.dataset.col = "length";
+    const caption = document.createElement("figcaption");
+    figure.appendChild(caption);
+    const points = rows.map((r) => [r.actual_prompt_tokens, r.time_to_first_token_seconds]);
+    const graph = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "detail-chart",
+                               role: "img", "data-points": points.length }, figure);
+    const slope = rows.length ? rows[0].ttft_seconds_per_1k_tokens : null;
+    caption.textContent = "TTFT against prompt length" + (slope !== null && slope !== undefined ?
+      ": +" + slope.toPrecision(3) + " s per 1k prompt tokens" : "");
+    const s = scale(points, W, H, PAD);
+    svg("line", { x1: PAD, x2: W - PAD, y1: s.y(s.v0), y2: s.y(s.v0), class: "axis" }, graph);
+    for (const [value, anchor] of [[s.v1, PAD - 8], [s.v0, H - PAD]]) {
+      svg("text", { x: 2, y: anchor + 4, class: "tick" }, graph).textContent =
+        Number(value.toPrecision(3)).toString();
+    }
+    svg("text", { x: PAD, y: H - 6, class: "tick" }, graph).textContent = s.t0 + " tokens";
+    svg("text", { x: W - PAD, y: H - 6, class: "tick end" }, graph).textContent =
+      s.t1 + " tokens";
+    svg("path", { d: line(points, s), class: "chart-line" }, graph);
+    for (const p of points) {
+      const dot = svg("circle", { cx: s.x(p[0]).toFixed(1), cy: s.y(p[1]).toFixed(1), r: 2.5,
+                                  class: "chart-dot" }, graph);
+      svg("title", {}, dot).textContent = p[1].toPrecision(4) + " s at " + p[0] + " tokens";
+    }
+    return figure;
+  }
+
+  async function lengths(target, model) {
+    const query = new URLSearchParams({ view: "prompt_length", target, model });
+    const response = await fetch("export?" + query.toString(), { cache: "no-store" });
+    if (!response.ok) return [];
+    return (await response.json()).filter((r) => r.target === target && r.model === model &&
+      r.time_to_first_token_seconds !== null && r.actual_prompt_tokens !== null);
+  }
+
   async function openDetail(target, model) {
     const dialog = $("#detail");
     $("#detail-title").textContent = model + " on " + target;
@@ -219,6 +260,8 @@ SCRIPT: Final = """
         (changes.length ? ". Changes: " + changes.join("; ") : "") + ".";
       charts.replaceChildren(...CHARTS.map(([column, title, unit]) =>
         chart(found, column, title, unit)));
+      const measured = await lengths(target, model);
+      if (measured.length) charts.appendChild(lengthChart(measured));
       dialog.dataset.drawn = key(target, model);
     } catch (error) {
       note.textContent = "History unavailable (" + error.message + ")";
