@@ -89,7 +89,10 @@ def check_against_ground_truth(records: list[dict[str, Any]], result: Sweep) -> 
 
 async def test_max_concurrency_and_slots_of_a_batching_and_a_serial_model(tmp_path) -> None:
     async def measure(slots: int) -> tuple[Sweep | None, list[dict[str, Any]]]:
-        async with emulator_process(tmp_path, slots) as url, OllamaClient(url) as client:
+        async with (
+            emulator_process(tmp_path, slots) as url,
+            OllamaClient(url, connections=8) as client,
+        ):
             result = await measure_capacity(client, LLAMA, ["completion"], SETTINGS, pause=0.2)
             return result, await ground_truth(url)
 
@@ -125,7 +128,7 @@ async def test_a_foreign_stream_aborts_the_sweep_as_contended(emulator_factory) 
                 await http.post("/api/chat", content=json.dumps(body))
 
     someone = asyncio.create_task(user())
-    async with OllamaClient(emu.url) as client:
+    async with OllamaClient(emu.url, connections=8) as client:
         result = await measure_capacity(client, LLAMA, ["completion"], SETTINGS, pause=0.2)
     stop.set()
     await someone

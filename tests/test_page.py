@@ -150,7 +150,8 @@ def test_each_row_and_card_say_where_they_stand() -> None:
         )
     }
     html = page.render(dataclasses.replace(snap, targets=targets), version=__version__)  # fmt: skip
-    card = html[html.index('<article class="target') : html.index("</article>")].replace("<wbr>", "")
+    card = html[html.index('<article class="target') : html.index("</article>")]
+    card = card.replace("<wbr>", "")  # the URL may break only between host, port and path
     assert "http://gpu-box:11434" in card and "select: loaded" in card
     assert 'data-ts="2000000100.000"' in card  # the next cycle
     llama = html[html.index('data-model="llama3.2:latest"') :]

@@ -88,7 +88,10 @@ class OllamaClient:
         api_key: str | None = None,
         timeouts: Timeouts | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        connections: int = 4,
     ) -> None:
+        """``connections``: kept-alive connections (a load sweep needs one per concurrent
+        user, or each request past them would pay a new connection in its TTFT)."""
         self._timeouts = timeouts or Timeouts()
         self._api_key = api_key or None
         headers = {
@@ -107,7 +110,9 @@ class OllamaClient:
             # Reads are bounded by our own phased deadlines (first byte, idle, total).
             timeout=httpx.Timeout(connect=t.connect, read=None, write=t.idle, pool=t.connect),
             limits=httpx.Limits(
-                max_connections=16, max_keepalive_connections=4, keepalive_expiry=_KEEPALIVE_EXPIRY
+                max_connections=max(16, connections),
+                max_keepalive_connections=connections,
+                keepalive_expiry=_KEEPALIVE_EXPIRY,
             ),
             transport=transport,
             trust_env=False,  # never route benchmark traffic through an ambient proxy
