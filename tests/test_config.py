@@ -588,3 +588,46 @@ def test_display_problems_are_named(tmp_path: Path, section: str, message: str) 
 def test_describe_says_how_colours_are_graded() -> None:
     assert "colours: absolute: TTFT good below 500ms, poor from 2s; tokens/s good from 50, " \
            "poor below 20" in describe(load(EXAMPLE))  # fmt: skip
+
+
+def test_capacity_merges_per_target_and_is_checked() -> None:
+    import yaml
+
+    from ometer_exporter.config.capacity import apply_capacity, parse_capacity
+    from ometer_exporter.config.checks import Checker
+    from ometer_exporter.config.settings import CapacitySettings
+
+    checker = Checker()
+    base_patch = parse_capacity(checker, yaml.safe_load(
+        "{enabled: true, concurrency: [4, 1, 2], slo: {ttft: 500ms, attainment: 0.9}}"), "c")
+    base = apply_capacity(base_patch, CapacitySettings())
+    merged = apply_capacity(
+        parse_capacity(checker, {"requests_per_level": 32, "slo": {"tpot": "25ms"}}, "t"), base
+    )
+    assert checker.problems == []
+    assert base.enabled and base.concurrency == (1, 2, 4) and base.requests_per_level == 16
+    assert (base.slo.ttft, base.slo.tpot, base.slo.attainment) == (0.5, 0.1, 0.9)
+    assert merged.enabled and merged.requests_per_level == 32
+    assert (merged.slo.ttft, merged.slo.tpot, merged.slo.attainment) == (0.5, 0.025, 0.9)
+    parse_capacity(checker, yaml.safe_load("""{enabled: yes please, concurrency: [1, 1, 0],
+        window: "25:00-26:00", slo: {ttft: soon, attainment: 2}, speed: 1}"""), "c")
+    text = str(checker.problems)
+    for key in ("enabled", "concurrency[2]", "window", "slo.ttft", "slo.attainment", "speed"):
+        assert f"c.{key}" in text, key
+
+
+def test_capacity_is_not_a_config_key_yet(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("benchmark: {capacity: {enabled: true}}\n")
+    assert "benchmark.capacity" in str(problems(path))
+
+
+@pytest.mark.parametrize(
+    ("window", "minutes", "inside"),
+    [("01:00-05:00", 60, True), ("01:00-05:00", 300, False), ("22:00-02:00", 23 * 60, True),
+     ("22:00-02:00", 90, True), ("22:00-02:00", 12 * 60, False), ("", 0, True)],
+)  # fmt: skip
+def test_capacity_window(window: str, minutes: int, inside: bool) -> None:
+    from ometer_exporter.config.capacity import in_window
+
+    assert in_window(window, minutes) is inside

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from ometer_exporter.config.capacity import CapacityPatch, apply_capacity, parse_capacity
+from ometer_exporter.config.capacity import CapacityPatch, apply_capacity
 from ometer_exporter.config.checks import Checker, join_path, kind_of, show
 from ometer_exporter.config.settings import (
     MAX_MODELS_RANGE,
@@ -26,7 +26,7 @@ TIMEOUT_KEYS: Final = ("connect", "first_byte", "idle", "total")
 BENCHMARK_KEYS: Final = (
     "interval", "jitter", "idle_before", "runs", "prompts", "num_predict",
     "temperature", "seed", "think", "unload_after", "timeouts", "max_models", "prompt_tokens",
-    "prompt_num_predict", "capacity",
+    "prompt_num_predict",
 )  # fmt: skip
 _THINK_MODES: Final[dict[str, ThinkMode]] = {"auto": "auto", "true": "true", "false": "false"}
 
@@ -114,9 +114,6 @@ def _parse_workload(
     if "prompt_tokens" in section:
         at = join_path(path, "prompt_tokens")
         patch.prompt_tokens = parse_lengths(checker, section["prompt_tokens"], at)
-    if "capacity" in section:
-        at = join_path(path, "capacity")
-        patch.capacity = parse_capacity(checker, section["capacity"], at)
     if "prompt_num_predict" in section:
         at = join_path(path, "prompt_num_predict")
         patch.prompt_num_predict = checker.in_range(
@@ -157,20 +154,9 @@ def _parse_request_options(
 
 def parse_lengths(checker: Checker, value: object, path: str) -> tuple[int, ...] | None:
     """Distinct prompt lengths in tokens, ascending (an empty list turns the axis off)."""
-    if not isinstance(value, list):
-        each = PROMPT_TOKENS_RANGE.allowed
-        checker.wrong_type(path, value, f"a list of prompt lengths, each {each}, e.g. [512, 2048]")
-        return None
-    lengths = [
-        checker.in_range(v, f"{path}[{i}]", PROMPT_TOKENS_RANGE) for i, v in enumerate(value)
-    ]
-    if any(n is None for n in lengths):
-        return None
-    distinct = sorted({n for n in lengths if n is not None})
-    if len(distinct) != len(lengths):
-        checker.add(path, f"{show(value)} repeats a length; allowed: distinct lengths")
-        return None
-    return tuple(distinct)
+    return checker.distinct_integers(
+        value, path, PROMPT_TOKENS_RANGE, "prompt lengths", "[512, 2048]"
+    )
 
 
 def _jitter(checker: Checker, value: object, path: str) -> float | None:

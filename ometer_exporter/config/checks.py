@@ -217,6 +217,23 @@ class Checker:
         """An integer within one of the knob ranges defined in ``config.settings``."""
         return self.integer(value, path, bounds.low, bounds.high, bounds.why)
 
+    def distinct_integers(
+        self, value: object, path: str, bounds: IntRange, what: str, example: str
+    ) -> tuple[int, ...] | None:
+        """A list of distinct integers within ``bounds``, returned ascending (whether an
+        empty list is allowed is the caller's to say)."""
+        if not isinstance(value, list):
+            self.wrong_type(path, value, f"a list of {what}, each {bounds.allowed}, e.g. {example}")
+            return None
+        items = [self.in_range(v, f"{path}[{i}]", bounds) for i, v in enumerate(value)]
+        if any(item is None for item in items):
+            return None
+        distinct = sorted({item for item in items if item is not None})
+        if len(distinct) != len(items):
+            self.add(path, f"{show(value)} repeats a value; allowed: distinct {what}")
+            return None
+        return tuple(distinct)
+
     def integer_text(self, text: str, path: str, bounds: IntRange) -> int | None:
         """An integer in a flag or environment variable (text), within `bounds`."""
         if not re.fullmatch(r"\s*[+-]?\d+\s*", text):

@@ -107,12 +107,8 @@ async def measure_model(
             trained=trained_context, tokens_per_word=tokens_per_word,
         )  # fmt: skip
     except asyncio.CancelledError:
-        # Stopped mid-cycle (SIGTERM, reload, Ctrl-C in the one-shot): still leave the server as we
-        # found it, within a second so shutdown stays prompt.
         if unload:
-            with contextlib.suppress(OllamaError, TimeoutError):
-                async with asyncio.timeout(UNLOAD_ON_STOP):
-                    await requests.unload()
+            await requests.unload_on_stop()
         raise
     result = ModelResult(
         model, kind, started_at, time.time(), tuple(runs), warmup, loaded_by_us, **extra
@@ -167,9 +163,7 @@ async def measure_capacity(
         )  # fmt: skip
     except asyncio.CancelledError:
         if loaded_by_us:
-            with contextlib.suppress(OllamaError, TimeoutError):
-                async with asyncio.timeout(UNLOAD_ON_STOP):
-                    await requests.unload()
+            await requests.unload_on_stop()
         raise
     if loaded_by_us and settings.unload_after:
         with contextlib.suppress(OllamaError):
@@ -311,6 +305,13 @@ class _Requests:
 
     async def unload(self) -> None:
         await self.client.unload(self.model, embedding=self.kind == "embedding")
+
+    async def unload_on_stop(self) -> None:
+        """Stopped mid-cycle (SIGTERM, reload, Ctrl-C in the one-shot): still leave the server
+        as we found it, within a second so shutdown stays prompt."""
+        with contextlib.suppress(OllamaError, TimeoutError):
+            async with asyncio.timeout(UNLOAD_ON_STOP):
+                await self.unload()
 
     async def run(
         self,

@@ -143,9 +143,7 @@ class ModelResult:
         Runs that saw the event loop stall are left out while clean runs exist; when every run
         stalled (a starved machine) they are used rather than reporting nothing.
         """
-        completed = [r for r in self.runs if r.completed]
-        clean = [r for r in completed if "loop_lag" not in r.discarded]
-        return clean or completed
+        return good_runs(self.runs)
 
     @property
     def success(self) -> bool:
@@ -276,6 +274,13 @@ class ModelResult:
         return ([self.warmup] if self.warmup else []) + self._measured()
 
 
+def good_runs(runs: Iterable[RunResult]) -> list[RunResult]:
+    """The completed runs, without those that saw the event loop stall while clean ones exist
+    (when every run stalled, a starved machine, they are used rather than nothing)."""
+    completed = [r for r in runs if r.completed]
+    return [r for r in completed if "loop_lag" not in r.discarded] or completed
+
+
 def _span(start: float | None, end: float | None) -> float | None:
     if start is None or end is None:
         return None
@@ -340,8 +345,7 @@ class LengthResult:
 
     @property
     def good_runs(self) -> list[RunResult]:
-        completed = [r for r in self.runs if r.completed]
-        return [r for r in completed if "loop_lag" not in r.discarded] or completed
+        return good_runs(self.runs)
 
     @property
     def ttft(self) -> float | None:
