@@ -38,6 +38,7 @@ QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
 
 Send = Callable[[], Awaitable[RunResult]]  # one request of the sweep's shape
 Quiet = Callable[[], Awaitable[bool]]  # True when no foreign request was seen
+Warm = Callable[[int], Awaitable[object]]  # opens that many connections before a level
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -183,6 +184,7 @@ async def sweep(
     slo: Slo,
     quiet: Quiet,
     refine: bool = False,
+    warm: Warm | None = None,
 ) -> Sweep:
     """Levels ascending; stop one level after the first failing one, on a refusal, or when
     ``quiet`` sees someone else's traffic (that level is not published)."""
@@ -192,6 +194,8 @@ async def sweep(
     if not await quiet():  # before the first level; after each one below
         return Sweep((), started_at, time.time(), "contended", slo)
     for concurrency in sorted(levels):
+        if warm is not None:  # no request of the level pays a new connection in its TTFT
+            await warm(concurrency)
         level = await run_level(send, concurrency, requests, slo)
         if not await quiet():
             return Sweep(tuple(done), started_at, time.time(), "contended", slo)
@@ -203,13 +207,13 @@ async def sweep(
         if not level.passed:
             failed_at = concurrency
     if refine:
-        done = await _bisect(send, done, requests=requests, slo=slo, quiet=quiet)
+        done = await _bisect(send, done, requests=requests, slo=slo, quiet=quiet, warm=warm)
     return Sweep(tuple(sorted(done, key=lambda lv: lv.concurrency)), started_at, time.time(),
                  None, slo)  # fmt: skip
 
 
 async def _bisect(
-    send: Send, done: list[Level], *, requests: int, slo: Slo, quiet: Quiet
+    send: Send, done: list[Level], *, requests: int, slo: Slo, quiet: Quiet, warm: Warm | None
 ) -> list[Level]:
     """Between the last passing and the first failing level, halve the gap until it is one."""
     while True:
@@ -223,6 +227,8 @@ async def _bisect(
         if not above or min(above) - low <= 1:
             return done
         high = min(above)
+        if warm is not None:
+            await warm((low + high) // 2)
         level = await run_level(send, (low + high) // 2, requests, slo)
         if not await quiet() or level.error is not None:
             return done

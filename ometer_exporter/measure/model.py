@@ -157,9 +157,14 @@ async def measure_capacity(
                 warmup=False, keep_alive=None, index=next(index), num_predict=capacity.num_predict
             )
 
+        async def warm(connections: int) -> None:
+            """Open the level's connections beforehand: at once, so none is reused."""
+            with contextlib.suppress(OllamaError):
+                await asyncio.gather(*(client.version() for _ in range(connections)))
+
         result = await sweep(
             send, capacity.concurrency, requests=capacity.requests_per_level, slo=capacity.slo,
-            quiet=QuietGate(watch, pause), refine=capacity.refine,
+            quiet=QuietGate(watch, pause), refine=capacity.refine, warm=warm,
         )  # fmt: skip
     except asyncio.CancelledError:
         if loaded_by_us:
