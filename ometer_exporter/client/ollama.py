@@ -81,6 +81,10 @@ class OllamaClient:
     error message the client produces.
     """
 
+    api: str = "ollama"  # the API the target speaks, and the engine behind it (target info)
+    engine: str | None = "ollama"
+    slots: int | None = None  # parallel request slots, where the server says (not Ollama)
+
     def __init__(
         self,
         base_url: str,
@@ -235,11 +239,11 @@ class OllamaClient:
             body["keep_alive"] = keep_alive
         return await self._stream_chat(json.dumps(body).encode())
 
-    async def _stream_chat(self, payload: bytes) -> ChatStream:
+    async def _stream_chat(self, payload: bytes, path: str = "/api/chat") -> ChatStream:
         loop = asyncio.get_running_loop()
         t = self._timeouts
         request = self._http.build_request(
-            "POST", "/api/chat", content=payload, headers={"Content-Type": "application/json"}
+            "POST", path, content=payload, headers={"Content-Type": "application/json"}
         )
         total_deadline = loop.time() + t.total
         phase = "first_byte"
@@ -252,7 +256,7 @@ class OllamaClient:
                 headers_at = perf_counter()
                 try:
                     if response.status_code != 200:
-                        raise await self._status_error(response, "/api/chat")
+                        raise await self._status_error(response, path)
                     phase = "idle"
                     return await self._read_chat(
                         response, deadline, total_deadline, sent_at, headers_at
@@ -266,10 +270,10 @@ class OllamaClient:
                 phase = "total"
             limit = {"first_byte": t.first_byte, "idle": t.idle, "total": t.total}[phase]
             raise OllamaTimeout(
-                f"/api/chat: {_PHASE_TEXT[phase]} deadline of {limit:g}s passed", phase=phase
+                f"{path}: {_PHASE_TEXT[phase]} deadline of {limit:g}s passed", phase=phase
             ) from None
         except httpx.TransportError as exc:
-            raise self._transport_error(exc, "/api/chat", streaming=phase == "idle") from None
+            raise self._transport_error(exc, path, streaming=phase == "idle") from None
 
     async def _read_chat(
         self,
@@ -281,13 +285,16 @@ class OllamaClient:
     ) -> ChatStream:
         loop = asyncio.get_running_loop()
         idle = self._timeouts.idle
-        tally = _ChatTally(self._safe)
+        tally = self._tally()
         feed = tally.feed
         async for data in response.aiter_raw():
             now = perf_counter()
             deadline.reschedule(min(total_deadline, loop.time() + idle))
             feed(data, now)
         return tally.stream(sent_at, headers_at, perf_counter())
+
+    def _tally(self) -> _ChatTally:
+        return _ChatTally(self._safe)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -356,7 +363,9 @@ class OllamaClient:
             try:
                 check_depth(raw, path)
                 obj = json.loads(raw)
-                text = str(obj.get("error", "")) if isinstance(obj, dict) else ""
+                error = obj.get("error", "") if isinstance(obj, dict) else ""
+                # OpenAI-style servers nest it: {"error": {"message": ..., "type": ...}}
+                text = str(error.get("message", "") if isinstance(error, dict) else error)
             except (ValueError, RecursionError, OllamaBadResponse):
                 text = raw.decode("utf-8", "replace")
         except httpx.TransportError:

@@ -24,8 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
+from ometer_exporter.client.engine import EngineClient, client_for
 from ometer_exporter.client.errors import ErrorType, OllamaError, OllamaNotFound
-from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import ShowInfo, TagModel
 from ometer_exporter.config.checks import format_duration
 from ometer_exporter.config.settings import TargetSettings
@@ -84,9 +84,7 @@ class TargetWorker:
         self.store = store
         self.lag_probe = lag_probe
         self.holds = holds if holds is not None else UsageHolds()
-        self.client = OllamaClient(
-            target.url, api_key=target.api_key, timeouts=target.benchmark.timeouts
-        )
+        self.client: EngineClient = client_for(target)
         self._show_cache: dict[tuple[str, str], ShowInfo | None] = {}
         self.idle = IdleTracker(target.benchmark.idle_before)
         self._models: list[str] = []  # the reported models, in tags order (last discovery)
@@ -138,7 +136,7 @@ class TargetWorker:
     async def _step(self) -> None:
         if time.time() >= self._next_cycle:
             await self._cycle_step()
-        elif not self.target.cloud:
+        elif self.target.watches_loaded:
             await self._guard(self._poll_pass)
 
     async def _cycle_step(self) -> None:
@@ -166,7 +164,7 @@ class TargetWorker:
 
     def _sleep_time(self) -> float:
         left = self._next_cycle - time.time()
-        if self.target.cloud:
+        if not self.target.watches_loaded:
             return max(MIN_WAKE, left)
         wake = min(left, PS_POLL_INTERVAL)
         now = time.monotonic()
@@ -278,7 +276,7 @@ class TargetWorker:
             version = None  # Ollama Cloud may not serve /api/version
         tags, left_out = reported_models(self.target, await self.client.tags())
         loaded: dict[str, int | None] | None = None
-        if not self.target.cloud:
+        if self.target.watches_loaded:
             ps = await self.client.ps()
             self._polled_at = time.monotonic()
             self.idle.observe(ps, self._polled_at)
@@ -293,9 +291,11 @@ class TargetWorker:
                 wanted=wanted(self.target, tag.name),
                 select_all=self.target.select == "all",
             )
+        c = self.client
         self.store.update_target(
-            name, up=True, version=version, error=None, models_left_out=left_out
-        )
+            name, up=True, version=version, error=None, models_left_out=left_out,
+            engine=c.engine, slots=c.slots,
+        )  # fmt: skip
         self.store.set_inventory(name, inventory)
         self._models = [tag.name for tag in tags]
         self._cloud_models = frozenset(t.name for t in tags if t.is_cloud_passthrough)
@@ -352,7 +352,7 @@ class TargetWorker:
         self, name: str, outcome: Outcome, *, cycle: bool
     ) -> tuple[Status, float | None]:
         """A due model: measure it if it may be measured now."""
-        if not self.target.cloud:
+        if self.target.watches_loaded:
             if self.idle.loaded(name):
                 if not await self._idle(name):
                     self._waiting.add(name)
@@ -443,7 +443,7 @@ class TargetWorker:
             model,
             inventory.capabilities if inventory else (),
             target.benchmark,
-            cloud=target.cloud,
+            cloud=not target.watches_loaded,
             allow_load=allow_load,
             lag_probe=self.lag_probe,
             trained_context=inventory.context_length if inventory else None,

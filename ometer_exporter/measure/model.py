@@ -33,13 +33,13 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Final
 
+from ometer_exporter.client.engine import EngineClient
 from ometer_exporter.client.errors import (
     ErrorType,
     OllamaConnectError,
     OllamaError,
     OllamaRateLimited,
 )
-from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import ChatStream, EmbedResponse
 from ometer_exporter.config.settings import BenchmarkSettings
 from ometer_exporter.measure.contention import IdleWatch, loaded_entry, queued
@@ -65,7 +65,7 @@ UNLOAD_ON_STOP: Final = 1.0  # seconds an unload may take when a run is cancelle
 
 
 async def measure_model(
-    client: OllamaClient,
+    client: EngineClient,
     model: str,
     capabilities: Iterable[str],
     settings: BenchmarkSettings,
@@ -77,6 +77,7 @@ async def measure_model(
     tokens_per_word: float | None = None,
 ) -> ModelResult | None:
     """Benchmark one model on one target; None when it is not loaded and loading is not allowed.
+    ``cloud``: no /api/ps (Ollama Cloud, OpenAI-compatible servers): no load, unload or checks.
 
     Failures are recorded in the result, never raised: a run that fails is counted with its
     error type and left out of the aggregates. With ``settings.prompt_tokens`` a loaded local
@@ -192,7 +193,7 @@ async def _prompt_axis(
     return {"calibration": calibration, "lengths": lengths, "tokens_per_word": ratio}
 
 
-async def _watch(client: OllamaClient, model: str) -> IdleWatch:
+async def _watch(client: EngineClient, model: str) -> IdleWatch:
     """Whether the model is loaded, and its expiry to follow across our runs."""
     entry = await loaded_entry(client, model)
     return IdleWatch(client, model, entry.expires_at if entry is not None else None,
@@ -204,7 +205,7 @@ class _Requests:
 
     def __init__(
         self,
-        client: OllamaClient,
+        client: EngineClient,
         model: str,
         kind: Kind,
         caps: frozenset[str],

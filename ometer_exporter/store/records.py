@@ -414,6 +414,9 @@ class TargetState:
     models_left_out: int = 0  # listed beyond max_models at the last discovery
     up: bool | None = None  # None: not contacted yet
     version: str | None = None
+    api: str = "ollama"  # the API the target speaks (its `api` setting)
+    engine: str | None = None  # the server behind it, as discovery saw it ("llama.cpp", …)
+    slots: int | None = None  # parallel request slots, where the server says (llama.cpp)
     last_cycle_started: float | None = None
     last_cycle_duration: float | None = None
     error: str | None = None

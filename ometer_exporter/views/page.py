@@ -152,7 +152,7 @@ def _targets(targets: Sequence[TargetState], items: list[Row]) -> str:
             f"{'<span class=tag>cloud</span>' if t.cloud else ''}"
             f'<span class="state">{label}</span></header>'
             f'<dl><dt>URL</dt><dd class="url">{_e(t.url or "—")}</dd>'
-            f"<dt>Ollama</dt><dd>{_e(t.version or '—')}</dd>"
+            f"<dt>Engine</dt><dd>{_e(_engine(t))}</dd>"
             f"<dt>Measures</dt><dd>{_e(SELECT_TEXT.get(t.select, t.select))}</dd>"
             f"<dt>Last cycle</dt><dd>{cycle}</dd>"
             f"<dt>Next cycle</dt><dd>{next_cycle}</dd>"
@@ -190,6 +190,13 @@ def _hint(targets: Sequence[TargetState], items: list[Row]) -> str:
         notes.append("The first cycle is running, one model at a time.")
     body = "</p><p>".join(notes)
     return f'<div class="hint" id="hint"><h3>No numbers yet</h3><p>{body}</p></div>'
+
+
+def _engine(t: TargetState) -> str:
+    """The server behind the target and its version, with the API when it is not Ollama's."""
+    engine = t.engine or ("ollama" if t.api == "ollama" else "")
+    text = " ".join(part for part in (engine, t.version) if part) or "—"
+    return text if t.api == "ollama" else f"{text} (OpenAI API)"
 
 
 SELECT_TEXT: Final = {

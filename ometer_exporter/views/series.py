@@ -197,7 +197,10 @@ UP = _g(
     "1 if the target answers: its last discovery succeeded and not two polls in a row failed.",
     _T,
 )
-TARGET_INFO = Spec("ometer_target", "info", "The target's Ollama version.", (*_T, "version"))
+TARGET_INFO = Spec(
+    "ometer_target", "info", "The target's API, engine and its version ('' when unknown).",
+    (*_T, "api", "engine", "version"),
+)  # fmt: skip
 INTERVAL = _g(
     "ometer_benchmark_interval_seconds", "Configured interval between benchmark cycles.", _T
 )
@@ -363,8 +366,8 @@ def target_samples(t: TargetState) -> list[Sample]:
     out: list[Sample] = []
     if t.up is not None:
         out.append((UP, n, 1.0 if t.up else 0.0))
-    if t.version is not None:
-        out.append((TARGET_INFO, (*n, t.version), 1.0))
+    if t.version is not None or t.engine is not None:
+        out.append((TARGET_INFO, (*n, t.api, t.engine or "", t.version or ""), 1.0))
     out.append((INTERVAL, n, t.interval))
     method = t.method
     out.append((CONFIG_INFO, (*n, method.prompt_set, str(method.num_predict), method.think), 1.0))
