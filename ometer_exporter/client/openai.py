@@ -48,6 +48,7 @@ from ometer_exporter.client.replies import (
     clipped,
     model_name,
     parse_split_line,
+    parse_tag,
 )
 
 CHAT_PATH: Final = "/chat/completions"
@@ -99,12 +100,15 @@ class OpenAIClient(OllamaClient):
         if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
             raise OllamaBadResponse("/v1/models: expected an object with a 'data' list")
         studio = await self._lm_studio() if self.engine == "openai" else {}
+        if self.engine == "ollama":
+            studio = await self._ollama_tags()
         self._models = {}
         out: list[TagModel] = []
         for tag in await self._entries({"models": obj["data"]}, "/v1/models", _parse_model):
             extra = studio.get(tag.name, {})
             context = extra.get("context") or tag.context_length or self._context
             caps = ("embedding",) if extra.get("type") == "embeddings" else ("completion",)
+            caps = extra.get("capabilities") or caps
             self._models[tag.name] = ShowInfo(
                 architecture=None, parameter_count=None, context_length=context,
                 embedding_length=tag.embedding_length, capabilities=caps,
@@ -138,6 +142,15 @@ class OpenAIClient(OllamaClient):
                 context = entry.get("loaded_context_length") or entry.get("max_context_length")
                 out[entry["id"]] = {"type": entry.get("type"), "context": _positive(context)}
         return out
+
+    async def _ollama_tags(self) -> dict[str, dict[str, Any]]:
+        """Ollama behind /v1: its /api/tags says which models embed (they cannot chat)."""
+        try:
+            reply = await self._json("GET", self._root + "/api/tags")
+            tags = await self._entries(reply, "/api/tags", parse_tag)
+        except OllamaError:
+            return {}
+        return {t.name: {"capabilities": t.capabilities, "context": None} for t in tags}
 
     async def _probe(self, path: str) -> Any:
         """A JSON reply from the server's root, or None where that engine is not (4xx, not JSON).
