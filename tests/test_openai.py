@@ -331,3 +331,69 @@ class _Server:
     async def __aexit__(self, *exc: object) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+# --- connections the server closes (llama-server after a streamed response) ---------------------
+
+
+async def test_emulator_closes_a_reused_connection_before_any_reply(emulator_factory) -> None:
+    emu = await emulator_factory([chat_model(MODEL)], engine="llama.cpp", close_reused=True)
+    async with httpx.AsyncClient() as http:
+        first = await http.post(emu.url + CHAT, json=ask(8))
+        assert first.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            await http.post(emu.url + CHAT, json=ask(8))
+        again = await http.post(emu.url + CHAT, json=ask(8))  # a fresh connection works
+    assert again.status_code == 200 and emu.closed_reused == 1
+    assert len(completions(emu)) == 2  # the dropped request never reached the model
+
+
+async def test_a_request_the_server_dropped_is_sent_again_and_ttft_starts_then(
+    emulator_factory,
+) -> None:
+    model = chat_model(MODEL, decode_tokens_per_second=200.0, output_tokens=40)
+    emu = await emulator_factory([model], engine="llama.cpp", close_reused=True)
+    settings = BenchmarkSettings(runs=3, num_predict=20)
+    async with OpenAIClient(emu.url + "/v1") as client:
+        await client.version()
+        result = await measure_model(client, MODEL, ("completion",), settings, cloud=True)
+    assert result is not None and len(result.good_runs) == 3 and not result.errors
+    # Runs 2 and 3 each met the connection run 1 (then 2) had streamed on.
+    assert (client.reconnects, emu.closed_reused) == (2, 2)
+    for run, rec in zip(result.runs, completions(emu), strict=True):
+        assert run.sent_at is not None and rec.first_chunk is not None
+        assert run.sent_at <= rec.arrived <= run.sent_at + 0.005  # the retry's own send time
+        assert run.ttft == pytest.approx(rec.first_chunk - rec.arrived, abs=TTFT_TOLERANCE)
+
+
+async def test_a_fresh_connection_that_fails_is_not_sent_again() -> None:
+    async def drop(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.abort()
+        return web.StreamResponse()
+
+    async with _Server(drop) as url, OpenAIClient(url + "/v1") as client:
+        with pytest.raises(OllamaError) as caught:
+            await client.chat(MODEL, [{"role": "user", "content": "hi"}], options={})
+    assert caught.value.error_type == ErrorType.CONNECT and client.reconnects == 0
+
+
+async def test_reconnects_are_a_counter_of_the_target(emulator_factory) -> None:
+    emu = await emulator_factory([chat_model(MODEL, output_tokens=20)], engine="llama.cpp",
+                                 close_reused=True)  # fmt: skip
+    target = TargetSettings(
+        name="llamacpp", url=emu.url + "/v1", cloud=False, api="openai", select="all",
+        benchmark=BenchmarkSettings(runs=3, num_predict=16),
+    )  # fmt: skip
+    store = Store()
+    store.set_targets([target_state(target)])
+    for _ in range(2):  # a new worker (a reload) keeps counting from the store's value
+        worker = TargetWorker(target, store)
+        try:
+            await worker.cycle()
+        finally:
+            await worker.aclose()
+    state = store.snapshot.targets["llamacpp"]
+    assert state.reconnects == emu.closed_reused == 4  # runs 2 and 3 of each cycle
+    counter = [v for spec, _, v in target_samples(state) if spec.name == "ometer_target_reconnects"]
+    assert counter == [4.0]

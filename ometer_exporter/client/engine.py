@@ -28,6 +28,7 @@ class EngineClient(Protocol):
     api: str
     engine: str | None  # known after ``version``: "ollama", "llama.cpp", "vllm", … or "openai"
     slots: int | None
+    reconnects: int  # requests sent again after the server closed their kept-alive connection
 
     async def version(self) -> str: ...
 

@@ -34,7 +34,7 @@ from ometer_exporter.client.errors import (
     OllamaStreamError,
     OllamaStreamIncomplete,
 )
-from ometer_exporter.client.ollama import OllamaClient, _ChatTally
+from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import (
     MAX_INT,
     MAX_LABEL_CHARS,
@@ -50,6 +50,7 @@ from ometer_exporter.client.replies import (
     parse_split_line,
     parse_tag,
 )
+from ometer_exporter.client.tally import ChatTally
 
 CHAT_PATH: Final = "/chat/completions"
 _NS_PER_MS: Final = 1_000_000
@@ -195,7 +196,7 @@ class OpenAIClient(OllamaClient):
             body["max_tokens"] = options["num_predict"]
         return await self._stream_chat(json.dumps(body).encode(), CHAT_PATH)
 
-    def _tally(self) -> _ChatTally:
+    def _tally(self) -> ChatTally:
         return _EventTally(self._safe)
 
     async def embed(
@@ -275,7 +276,7 @@ def _milliseconds(obj: dict[str, Any], key: str, where: str) -> int | None:
     return round(value * _NS_PER_MS)
 
 
-class _EventTally(_ChatTally):
+class _EventTally(ChatTally):
     """What a chat completion's server-sent events have told so far."""
 
     __slots__ = ("_ended", "_reason", "_timings", "_usage")

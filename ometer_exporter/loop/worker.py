@@ -94,6 +94,7 @@ class TargetWorker:
         self._tokens_per_word: dict[str, float] = {}  # the prompt-length axis's calibration
         self._next_cycle = 0.0  # Unix time
         self._failures = 0  # consecutive failed cycles
+        self._reconnects = 0  # the client's count already added to the store
         self._failed_polls = 0
         self._polled_at: float | None = None  # monotonic time of the last good poll
         self._down = False
@@ -192,6 +193,13 @@ class TargetWorker:
             self._count_bug("in the benchmark loop")
             self._mark_down(ErrorType.BAD_RESPONSE.value, f"internal error: {type(exc).__name__}")
         return False
+
+    def _count_reconnects(self) -> None:
+        """Add the client's new reconnects to the target's counter (it outlives the worker)."""
+        new, self._reconnects = self.client.reconnects - self._reconnects, self.client.reconnects
+        state = self.store.snapshot.targets.get(self.target.name)
+        if new and state is not None:
+            self.store.update_target(self.target.name, reconnects=state.reconnects + new)
 
     def _count_bug(self, where: str) -> None:
         log.exception("target %s: unexpected error %s", self.target.name, where)
@@ -297,6 +305,7 @@ class TargetWorker:
             engine=c.engine, slots=c.slots,
         )  # fmt: skip
         self.store.set_inventory(name, inventory)
+        self._count_reconnects()
         self._models = [tag.name for tag in tags]
         self._cloud_models = frozenset(t.name for t in tags if t.is_cloud_passthrough)
         self._down = self._unreachable = False
@@ -449,6 +458,7 @@ class TargetWorker:
             trained_context=inventory.context_length if inventory else None,
             tokens_per_word=self._tokens_per_word.get(model),
         )
+        self._count_reconnects()
         if result is None:
             return None
         if result.tokens_per_word:

@@ -417,6 +417,7 @@ class TargetState:
     api: str = "ollama"  # the API the target speaks (its `api` setting)
     engine: str | None = None  # the server behind it, as discovery saw it ("llama.cpp", …)
     slots: int | None = None  # parallel request slots, where the server says (llama.cpp)
+    reconnects: int = 0  # requests sent again on a fresh connection (the client's count)
     last_cycle_started: float | None = None
     last_cycle_duration: float | None = None
     error: str | None = None

@@ -104,6 +104,7 @@ class Store:
         merged = {
             name: replace(t, up=old[name].up, version=old[name].version,
                           engine=old[name].engine, slots=old[name].slots,
+                          reconnects=old[name].reconnects,
                           last_cycle_started=old[name].last_cycle_started,
                           last_cycle_duration=old[name].last_cycle_duration,
                           loop_errors=old[name].loop_errors, error=old[name].error,
@@ -128,6 +129,7 @@ class Store:
         models_left_out: int | Keep = KEEP,
         engine: str | Keep | None = KEEP,
         slots: int | Keep | None = KEEP,
+        reconnects: int | Keep = KEEP,
     ) -> None:
         """Change some of a target's fields; those left at ``KEEP`` stay as they are."""
         old = self._snapshot.targets.get(name)
@@ -145,6 +147,7 @@ class Store:
             models_left_out=_kept(models_left_out, old.models_left_out),
             engine=_kept(engine, old.engine),
             slots=_kept(slots, old.slots),
+            reconnects=_kept(reconnects, old.reconnects),
         )
         targets = dict(self._snapshot.targets)
         targets[name] = new

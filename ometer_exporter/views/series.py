@@ -217,13 +217,22 @@ LOOP_ERRORS = Spec(
     "Unexpected errors the target's benchmark loop survived (see the log).",
     _T,
 )
+RECONNECTS = Spec(
+    "ometer_target_reconnects",
+    "counter",
+    "Requests sent again on a fresh connection after the server had closed their kept-alive "
+    "one before any response byte (nothing had reached the model).",
+    _T,
+)
 LEFT_OUT = _g(
     "ometer_target_models_left_out",
     "Models the target listed beyond benchmark.max_models at its last discovery (not reported "
     "on; see the log).",
     _T,
 )
-TARGET_SPECS: Final = (UP, TARGET_INFO, INTERVAL, CONFIG_INFO, CYCLE, LOOP_ERRORS, LEFT_OUT)
+TARGET_SPECS: Final = (
+    UP, TARGET_INFO, INTERVAL, CONFIG_INFO, CYCLE, LOOP_ERRORS, RECONNECTS, LEFT_OUT,
+)  # fmt: skip
 
 BUILD = Spec("ometer_build", "info", "ometer-exporter build.", ("version",))
 RELOAD_OK = _g(
@@ -374,6 +383,7 @@ def target_samples(t: TargetState) -> list[Sample]:
     if t.last_cycle_duration is not None:
         out.append((CYCLE, n, t.last_cycle_duration))
     out.append((LOOP_ERRORS, n, float(t.loop_errors)))
+    out.append((RECONNECTS, n, float(t.reconnects)))
     out.append((LEFT_OUT, n, float(t.models_left_out)))
     return out
 

@@ -386,6 +386,8 @@ class OllamaEmulator:
 
     def add_model(self, m: EmulatedModel) -> None:
         self._models[canonical_key(m.name)] = m
+        if self.engine == "llama.cpp":
+            self.preload(m.name, keep_alive=-1)  # llama-server loads its model at start, for good
 
     def remove_model(self, name: str) -> None:
         key = canonical_key(name)
