@@ -128,7 +128,7 @@ async def test_models_props_and_openai_error_bodies(emulator_factory) -> None:
         assert (await http.get(llama.url + "/api/tags")).status_code == 404  # no Ollama API
         missing = await http.post(llama.url + CHAT, json=ask(model="nope:latest"))
         assert missing.status_code == 404
-        assert set(missing.json()["error"]) == {"message", "type", "param", "code"}
+        assert set(missing.json()["error"]) == {"message", "type", "code"}
         denied = await http.get(ollama.url + "/v1/models")
         assert denied.status_code == 401 and "message" in denied.json()["error"]
 
@@ -145,6 +145,10 @@ async def test_client_ttft_tokens_and_timings_match_ground_truth(emulator_factor
     async with OpenAIClient(emu.url + "/v1") as client:
         version = await client.version()
         tags = await client.tags()
+        # One request first: the process's first completion pays one-off costs on both sides of
+        # the shared event loop (lazy imports, the first SSE writer), as a warmup would.
+        await client.chat(MODEL, [{"role": "user", "content": "hi"}], options={"num_predict": 8})
+        emu.records.clear()
         result = await measure_model(
             client, MODEL, tags[0].capabilities or (), settings, cloud=True
         )
@@ -153,9 +157,12 @@ async def test_client_ttft_tokens_and_timings_match_ground_truth(emulator_factor
     assert result is not None and result.success and result.warmup is None
     records = completions(emu)
     assert len(records) == len(result.runs) == 3
-    for run, rec in zip(result.runs, records, strict=True):
+    for index, (run, rec) in enumerate(zip(result.runs, records, strict=True)):
         assert rec.first_chunk is not None and run.first_token_at is not None
-        assert run.ttft == pytest.approx(rec.first_chunk - rec.arrived, abs=TTFT_TOLERANCE)
+        assert run.sent_at is not None
+        assert run.ttft == pytest.approx(rec.first_chunk - rec.arrived, abs=TTFT_TOLERANCE), (
+            index, rec.arrived - run.sent_at, run.first_token_at - rec.first_chunk
+        )  # fmt: skip
         assert run.done.eval_count == rec.eval_count == 40
         assert not run.done.eval_count_approximate
         assert run.done.prompt_eval_count == rec.prompt_eval_count
@@ -178,8 +185,7 @@ async def test_client_discovery_metadata(emulator_factory) -> None:
         await client.version()
         (tag,) = await client.tags()
         show = await client.show(MODEL)
-    assert (tag.name, tag.context_length, tag.size, tag.family) == (MODEL, 8192, models[0].size,
-                                                                    "llamacpp")  # fmt: skip
+    assert (tag.name, tag.context_length, tag.size) == (MODEL, 8192, models[0].size)
     assert tag.parameter_size == "3.21B" and show.capabilities == ("completion",)
     async with OpenAIClient(ollama.url + "/v1") as client:
         await client.version()

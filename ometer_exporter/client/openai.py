@@ -230,10 +230,9 @@ def _parse_model(entry: Any) -> TagModel:
     meta = entry.get("meta")
     meta = meta if isinstance(meta, dict) else {}
     context = _positive(entry.get("max_model_len"))  # vLLM
-    owner = entry.get("owned_by")
     return TagModel(
         name=name, size=_positive(meta.get("size")), digest="", modified_at=None, format="",
-        family=clipped(owner, MAX_LABEL_CHARS) if isinstance(owner, str) else "",
+        family="",  # owned_by is an owner ("llamacpp", "library"), not a model family
         families=(), parameter_size=_parameter_size(_positive(meta.get("n_params"))),
         quantization_level="", context_length=context,
         embedding_length=_positive(meta.get("n_embd")), capabilities=None, remote_host=None,

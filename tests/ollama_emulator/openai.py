@@ -37,13 +37,15 @@ OPENAI_PATHS = frozenset({"/v1/models", "/v1/chat/completions", "/v1/embeddings"
 LLAMA_PATHS = frozenset({"/props", "/health"})
 
 
-def error_body(message: str, status: int) -> bytes:
-    """OpenAI's error object (both engines use its shape)."""
+def error_body(message: str, status: int, *, llama: bool = False) -> bytes:
+    """OpenAI's error object (llama.cpp's has the status as its code and no param)."""
     kind = {
         400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
         503: "unavailable_error",
     }.get(status, "server_error" if status >= 500 else "invalid_request_error")  # fmt: skip
-    error = {"message": message, "type": kind, "param": None, "code": None}
+    error: dict[str, Any] = {"message": message, "type": kind, "param": None, "code": None}
+    if llama:
+        error = {"message": message, "type": kind, "code": status}
     return go_json({"error": error}).encode()
 
 
@@ -139,10 +141,10 @@ class EventWriter:
         prompt, output = metrics.get("prompt_eval_count", 0), metrics.get("eval_count", 0)
         usage = {"completion_tokens": output, "prompt_tokens": prompt,
                  "total_tokens": prompt + output}  # fmt: skip
-        if self.llama:
+        if self.llama:  # usage and timings ride on the usage chunk, or on the last one without
             timings = _timings(metrics)
-            end = self._chunk([{"finish_reason": reason, "index": 0, "delta": {}}],
-                              usage=usage, timings=timings)  # fmt: skip
+            extra: dict[str, Any] = {} if self.usage else {"timings": timings}
+            end = self._chunk([{"finish_reason": reason, "index": 0, "delta": {}}], **extra)
             if self.usage:
                 end += self._chunk([], usage=usage, timings=timings)
         else:

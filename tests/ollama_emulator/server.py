@@ -462,7 +462,7 @@ class OllamaEmulator:
                 return await self._openai(ctx)
             if self.engine == "llama.cpp":
                 return await self._send(
-                    ctx, 404, openai.error_body("File Not Found", 404), JSON_UTF8
+                    ctx, 404, openai.error_body("File Not Found", 404, llama=True), JSON_UTF8
                 )
             if request.path.startswith("/api/") and not self._authorized(request):
                 raise _HTTPError(401, "unauthorized")
@@ -520,7 +520,10 @@ class OllamaEmulator:
                 return ctx.resp
             ctx.rec.error = e.message
             return await self._send(
-                ctx, e.status, openai.error_body(e.message, e.status), JSON_UTF8
+                ctx,
+                e.status,
+                openai.error_body(e.message, e.status, llama=self.engine == "llama.cpp"),
+                JSON_UTF8,
             )
 
     async def _openai_embed(self, ctx: _Ctx, body: Any) -> web.StreamResponse:
