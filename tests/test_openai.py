@@ -5,6 +5,7 @@ client against its ground truth, the same model through both of Ollama's APIs, a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -17,9 +18,10 @@ from ometer_exporter.client.errors import ErrorType, OllamaError
 from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.openai import OpenAIClient
 from ometer_exporter.config.settings import BenchmarkSettings, TargetSettings
-from ometer_exporter.loop.selection import target_state
+from ometer_exporter.loop.selection import method_of, target_state
 from ometer_exporter.loop.worker import TargetWorker
 from ometer_exporter.measure.model import measure_model
+from ometer_exporter.store.records import Record
 from ometer_exporter.store.store import Store
 from ometer_exporter.views.series import target_samples
 
@@ -234,8 +236,16 @@ async def test_a_stream_without_usage_counts_chunks_as_approximate() -> None:
 
     async with _Server(reply) as url, OpenAIClient(url + "/v1") as client:
         stream = await client.chat(MODEL, [{"role": "user", "content": "hi"}], options={})
+        settings = BenchmarkSettings(runs=1, num_predict=8)
+        result = await measure_model(client, MODEL, ("completion",), settings, cloud=True)
     assert (stream.done.eval_count, stream.done.eval_count_approximate) == (3, True)
     assert stream.done.done_reason == "stop" and stream.content_chunks == 3
+    # Three chunks are a "short" run: no rate, and so nothing approximate behind one.
+    assert result is not None and not result.output_tokens_approximate
+    long_run = replace(result.runs[0], discarded=())
+    marked = Record.from_result(replace(result, runs=(long_run,)), method=method_of(settings))
+    assert marked.output_tokens_approximate
+    assert Record.from_json(marked.to_json()).output_tokens_approximate  # persisted
 
 
 @pytest.mark.parametrize(
