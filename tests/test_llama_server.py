@@ -56,7 +56,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``llama-server --parallel 4`` on a loopback port: its base URL (without /v1)."""
-    model = Path(gemma.assemble(tmp_path_factory.mktemp("gguf") / "gemma3-270m.gguf"))
+    model = Path(gemma.assemble())  # written once to the package's cache, checked by sha256
     port = _free_port()
     log = (tmp_path_factory.mktemp("llama") / "server.log").open("w")
     # run_server writes to sys.stdout/sys.stderr; under pytest's capture those have no file
