@@ -864,14 +864,20 @@ def exporter() -> list[Json]:
             ],
         ),
         timeseries(
-            "Benchmark loop errors",
+            "Benchmark loop errors, reconnects",
             "Unexpected errors a target's benchmark loop survived: each is a bug, with a "
-            "traceback in the exporter's log.",
+            "traceback in the exporter's log. Reconnects: requests sent again on a fresh "
+            "connection after the server closed their kept-alive one (llama.cpp's server does "
+            "after each streamed response); harmless, never in a TTFT.",
             [
                 query(
                     f"increase(ometer_benchmark_loop_errors_total{{{TARGET}}}[$__rate_interval])",
                     TARGET_LEGEND,
-                )
+                ),
+                query(
+                    f"increase(ometer_target_reconnects_total{{{TARGET}}}[$__rate_interval])",
+                    f"{TARGET_LEGEND} · reconnects",
+                ),
             ],
             unit="short",
             bars=True,

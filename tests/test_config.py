@@ -149,6 +149,16 @@ def test_example_cloud_target_is_valid_when_uncommented(tmp_path: Path) -> None:
     assert cloud.benchmark.timeouts == Timeouts(total=900.0)
 
 
+def test_example_openai_target_is_valid_when_uncommented(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    head, rest = text.split("  # - name: llamacpp", 1)
+    block, _tail = rest.split("\n\n", 1)
+    config = tmp_path / "config.yaml"
+    config.write_text(head + "  - name: llamacpp" + block.replace("\n  # ", "\n  ") + "\n")
+    target = load(config).targets[1]
+    assert (target.url, target.api, target.select) == ("http://localhost:8080/v1", "openai", "all")
+
+
 # --- one file per failure mode --------------------------------------------------------------
 
 # file -> [(substrings of one problem)]: the key path, the offending value, what is allowed.
@@ -185,6 +195,11 @@ FAILURES: dict[str, list[tuple[str, ...]]] = {
     "bad_think.yaml": [("benchmark.think:", "'maybe'", "auto | true | false")],
     "bad_select.yaml": [("targets[0].select:", "'some'", "loaded | all")],
     "cloud_select_loaded.yaml": [("targets[0].select:", "'loaded' (the default)", "cloud", "all")],
+    "openai_bad.yaml": [
+        ("targets[0].url:", "'http://localhost:8080'", "does not end in /v1", "/v1"),
+        ("targets[1].select:", "only 'all'", "api: openai", "no /api/ps"),
+        ("targets[2].api:", "'openapi'", "did you mean 'openai'?", "ollama | openai"),
+    ],
     "bad_name.yaml": [("targets[0].name:", "'my target'", "letters, digits, _ . -")],
     "missing_url.yaml": [("targets[0]:", "missing required key 'url'")],
     "target_not_mapping.yaml": [("targets[0]:", "'local'", "a mapping with keys name, url")],
@@ -229,7 +244,10 @@ def test_failure_mode(name: str, expected: list[tuple[str, ...]]) -> None:
 
 
 def test_every_conffile_is_covered() -> None:
-    valid = {"minimal.yaml", "no_targets.yaml", "empty.yaml", "overrides.yaml", "cloud.yaml"}
+    valid = {
+        "minimal.yaml", "no_targets.yaml", "empty.yaml", "overrides.yaml", "cloud.yaml",
+        "openai.yaml",
+    }  # fmt: skip
     invalid = {"several_problems.yaml", *FAILURES}
     assert {path.name for path in CONFFILES.glob("*.yaml")} == valid | invalid
 
@@ -460,6 +478,19 @@ def test_normalize_ollama_host(value: str, url: str) -> None:
 def test_normalize_ollama_host_rejects(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         normalize_ollama_host(value)
+
+
+def test_openai_targets_measure_every_listed_model_and_watch_nothing_loaded() -> None:
+    llamacpp, ollama_v1 = load(CONFFILES / "openai.yaml").targets
+    for target in (llamacpp, ollama_v1):
+        assert (target.api, target.select, target.cloud) == ("openai", "all", False)
+        assert not target.watches_loaded
+    assert (llamacpp.url, ollama_v1.url) == (
+        "http://localhost:8080/v1",
+        "http://localhost:11434/v1",
+    )
+    local = load(CONFFILES / "minimal.yaml").targets[0]
+    assert (local.api, local.watches_loaded) == ("ollama", True)
 
 
 def test_ollama_com_defaults_to_cloud() -> None:

@@ -102,7 +102,8 @@ async def test_metric_contract(emulator_factory, start_exporter) -> None:
 
     # Targets and the exporter itself.
     assert get("ometer_target_up", target="local") == 1
-    assert get("ometer_target_info", target="local", version="0.33.0") == 1
+    assert get("ometer_target_info", target="local", api="ollama", engine="ollama",
+               version="0.33.0") == 1  # fmt: skip
     assert get("ometer_benchmark_interval_seconds", target="local") == 3600
     assert get("ometer_benchmark_config_info", target="local", prompt_set="default",
                num_predict="32", think="auto") == 1  # fmt: skip

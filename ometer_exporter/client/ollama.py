@@ -29,16 +29,19 @@ from ometer_exporter.client.errors import (
     OllamaHTTPError,
     OllamaNotFound,
     OllamaRateLimited,
-    OllamaStreamError,
     OllamaStreamIncomplete,
     OllamaTimeout,
     redact,
 )
+from ometer_exporter.client.pool import (
+    CLOSED_BEFORE_REPLY,
+    drop_idle,
+    headers_sent,
+    reuses_connection,
+)
 from ometer_exporter.client.replies import (
     ChatStream,
-    DoneFields,
     EmbedResponse,
-    LineSplitter,
     LoadedModel,
     ShowInfo,
     TagModel,
@@ -49,10 +52,10 @@ from ometer_exporter.client.replies import (
     parse_loaded,
     parse_retry_after,
     parse_show,
-    parse_split_line,
     parse_tag,
     parse_version,
 )
+from ometer_exporter.client.tally import ChatTally
 from ometer_exporter.config.settings import Timeouts
 
 MAX_BODY_BYTES: Final = 64 << 20  # /api/show lists every tensor; still far below this
@@ -80,6 +83,11 @@ class OllamaClient:
     ``api_key`` is sent as ``Authorization: Bearer`` (Ollama Cloud) and redacted from every
     error message the client produces.
     """
+
+    api: str = "ollama"  # the API the target speaks, and the engine behind it (target info)
+    engine: str | None = "ollama"
+    slots: int | None = None  # parallel request slots, where the server says (not Ollama)
+    reconnects = 0  # requests sent again after a server closed their kept-alive connection
 
     def __init__(
         self,
@@ -240,24 +248,23 @@ class OllamaClient:
             body["keep_alive"] = keep_alive
         return await self._stream_chat(json.dumps(body).encode())
 
-    async def _stream_chat(self, payload: bytes) -> ChatStream:
+    async def _stream_chat(self, payload: bytes, path: str = "/api/chat") -> ChatStream:
         loop = asyncio.get_running_loop()
         t = self._timeouts
         request = self._http.build_request(
-            "POST", "/api/chat", content=payload, headers={"Content-Type": "application/json"}
+            "POST", path, content=payload, headers={"Content-Type": "application/json"}
         )
         total_deadline = loop.time() + t.total
         phase = "first_byte"
-        sent_at = perf_counter()
         first_byte = min(total_deadline, loop.time() + t.first_byte)
         deadline: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout_at(first_byte) as deadline:
-                response = await self._send(request)
+                response, sent_at = await self._send(request)
                 headers_at = perf_counter()
                 try:
                     if response.status_code != 200:
-                        raise await self._status_error(response, "/api/chat")
+                        raise await self._status_error(response, path)
                     phase = "idle"
                     return await self._read_chat(
                         response, deadline, total_deadline, sent_at, headers_at
@@ -271,10 +278,10 @@ class OllamaClient:
                 phase = "total"
             limit = {"first_byte": t.first_byte, "idle": t.idle, "total": t.total}[phase]
             raise OllamaTimeout(
-                f"/api/chat: {_PHASE_TEXT[phase]} deadline of {limit:g}s passed", phase=phase
+                f"{path}: {_PHASE_TEXT[phase]} deadline of {limit:g}s passed", phase=phase
             ) from None
         except httpx.TransportError as exc:
-            raise self._transport_error(exc, "/api/chat", streaming=phase == "idle") from None
+            raise self._transport_error(exc, path, streaming=phase == "idle") from None
 
     async def _read_chat(
         self,
@@ -286,7 +293,7 @@ class OllamaClient:
     ) -> ChatStream:
         loop = asyncio.get_running_loop()
         idle = self._timeouts.idle
-        tally = _ChatTally(self._safe)
+        tally = self._tally()
         feed = tally.feed
         async for data in response.aiter_raw():
             now = perf_counter()
@@ -294,11 +301,29 @@ class OllamaClient:
             feed(data, now)
         return tally.stream(sent_at, headers_at, perf_counter())
 
+    def _tally(self) -> ChatTally:
+        return ChatTally(self._safe)
+
     # -- plumbing ----------------------------------------------------------------------------
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, request: httpx.Request) -> tuple[httpx.Response, float]:
+        """The response's headers, and when the request that got them was sent: a request that
+        a reused connection lost before any response byte is sent again, once, on a fresh
+        connection (``client/pool.py``), and its time starts then (never in a TTFT)."""
+        sent_at = perf_counter()
         try:
-            return await self._http.send(request, stream=True)
+            reused = reuses_connection(self._http)
+            try:
+                return await self._http.send(request, stream=True), sent_at
+            except CLOSED_BEFORE_REPLY:
+                if not reused:
+                    raise
+            self.reconnects += 1
+            log.debug("%s: a kept-alive connection was closed; sending again", request.url.path)
+            await drop_idle(self._http)
+            sent = headers_sent(request)
+            response = await self._http.send(request, stream=True)
+            return response, sent[0] if sent else sent_at
         except httpx.ConnectTimeout:
             raise OllamaTimeout(
                 f"{request.url.path}: connect deadline of {self._timeouts.connect:g}s passed",
@@ -317,7 +342,7 @@ class OllamaClient:
         try:
             first_byte = min(total_deadline, loop.time() + t.first_byte)
             async with asyncio.timeout_at(first_byte) as deadline:
-                response = await self._send(request)
+                response, _ = await self._send(request)
                 try:
                     if response.status_code != 200:
                         raise await self._status_error(response, path)
@@ -361,7 +386,9 @@ class OllamaClient:
             try:
                 check_depth(raw, path)
                 obj = json.loads(raw)
-                text = str(obj.get("error", "")) if isinstance(obj, dict) else ""
+                error = obj.get("error", "") if isinstance(obj, dict) else ""
+                # OpenAI-style servers nest it: {"error": {"message": ..., "type": ...}}
+                text = str(error.get("message", "") if isinstance(error, dict) else error)
             except (ValueError, RecursionError, OllamaBadResponse):
                 text = raw.decode("utf-8", "replace")
         except httpx.TransportError:
@@ -399,92 +426,6 @@ class OllamaClient:
         if not text.isprintable():
             text = "".join(ch if ch.isprintable() else " " for ch in text)
         return redact(text, self._api_key) + ("…" if cut else "")
-
-
-class _ChatTally:
-    """What a chat stream's lines have told so far: token clocks, chunk counts, the done line."""
-
-    __slots__ = (
-        "_safe",
-        "_splitter",
-        "content_chunks",
-        "done",
-        "first_content_at",
-        "first_token_at",
-        "last_token_at",
-        "thinking_chunks",
-    )
-
-    def __init__(self, safe: Callable[[object], str]) -> None:
-        self._safe = safe
-        self._splitter = LineSplitter()
-        self.first_token_at: float | None = None
-        self.first_content_at: float | None = None
-        self.last_token_at: float | None = None
-        self.thinking_chunks = 0
-        self.content_chunks = 0
-        self.done: DoneFields | None = None
-
-    def feed(self, data: bytes, now: float) -> None:
-        """Count the lines of one network read, all of them read at ``now``."""
-        # The hot loop works on locals and stores them back once per read.
-        first_token_at = self.first_token_at
-        first_content_at = self.first_content_at
-        last_token_at = self.last_token_at
-        thinking_chunks = self.thinking_chunks
-        content_chunks = self.content_chunks
-        done = self.done
-        parse = parse_split_line
-        for line in self._splitter.feed(data):
-            obj = parse(line)
-            if obj is None:
-                continue
-            if "error" in obj:
-                raise OllamaStreamError(
-                    f"/api/chat: error during the stream: {self._safe(obj['error'])}"
-                )
-            if done is not None:
-                continue  # nothing follows done; tolerate it without counting it
-            message = obj.get("message")
-            if isinstance(message, dict):
-                thinking = message.get("thinking")
-                content = message.get("content")
-                if thinking or content:
-                    if first_token_at is None:
-                        first_token_at = now
-                    last_token_at = now
-                    if content:
-                        content_chunks += 1
-                        if first_content_at is None:
-                            first_content_at = now
-                    else:
-                        thinking_chunks += 1
-            if obj.get("done") is True:
-                done = done_fields(obj)
-        self.first_token_at = first_token_at
-        self.first_content_at = first_content_at
-        self.last_token_at = last_token_at
-        self.thinking_chunks = thinking_chunks
-        self.content_chunks = content_chunks
-        self.done = done
-
-    def stream(self, sent_at: float, headers_at: float, ended_at: float) -> ChatStream:
-        """The finished stream; incomplete when it ended inside a line or before its done line."""
-        if self._splitter.pending.strip():
-            raise OllamaStreamIncomplete("/api/chat: the stream ended inside a line")
-        if self.done is None:
-            raise OllamaStreamIncomplete("/api/chat: the stream ended without its done line")
-        return ChatStream(
-            sent_at=sent_at,
-            headers_at=headers_at,
-            first_token_at=self.first_token_at,
-            first_content_at=self.first_content_at,
-            last_token_at=self.last_token_at,
-            ended_at=ended_at,
-            thinking_chunks=self.thinking_chunks,
-            content_chunks=self.content_chunks,
-            done=self.done,
-        )
 
 
 _PHASE_TEXT: Final = {

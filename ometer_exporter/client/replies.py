@@ -110,6 +110,9 @@ class DoneFields:
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
+    # eval_count is the streamed chunks counted, not the server's count (an OpenAI-compatible
+    # server that reports no usage): about one token a chunk.
+    eval_count_approximate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,8 @@ def describe(settings: Settings) -> str:
         else:
             key = "set" if target.api_key else "none"
         lines += [
-            f"  {target.name}  {target.url}{'  (cloud)' if target.cloud else ''}",
+            f"  {target.name}  {target.url}{'  (cloud)' if target.cloud else ''}"
+            f"{'  (api: openai)' if target.api == 'openai' else ''}",
             f"    api key: {key}",
             f"    select: {target.select}; include: {', '.join(target.include) or 'any'}; "
             f"exclude: {', '.join(target.exclude) or 'none'}",
@@ -66,6 +67,7 @@ def _describe_benchmark(b: BenchmarkSettings) -> str:
 def describe_target(target: TargetSettings) -> str:
     """One log line's worth: name, URL (never credentials), select policy and interval."""
     kind = " (cloud)" if target.cloud else ""
+    kind += " (api openai)" if target.api == "openai" else ""
     b = target.benchmark
     return (
         f"{target.name}: {target.url}{kind}, select {target.select}, "

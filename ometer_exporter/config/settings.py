@@ -11,6 +11,9 @@ from typing import Final, Literal
 ThinkMode = Literal["auto", "true", "false"]
 SelectMode = Literal["loaded", "all"]
 GradingMode = Literal["absolute", "relative"]
+# The API a target speaks: Ollama's own, or the OpenAI-compatible one (llama.cpp's llama-server,
+# vLLM, SGLang, LM Studio, LocalAI, and Ollama's /v1 too).
+ApiMode = Literal["ollama", "openai"]
 
 # Each prompt asks for several sentences so a run produces enough tokens for a stable decode
 # rate (runs under 8 output tokens are discarded as "short").
@@ -84,10 +87,10 @@ class BenchmarkSettings:
 
 @dataclass(frozen=True, slots=True)
 class TargetSettings:
-    """One Ollama server to benchmark, with the `benchmark` defaults merged with its overrides."""
+    """One server to benchmark, with the `benchmark` defaults merged with its overrides."""
 
     name: str
-    url: str  # http(s)://host[:port][/path], no trailing slash, no credentials
+    url: str  # http(s)://host[:port][/path], no trailing slash, no credentials; openai: up to /v1
     cloud: bool  # no /api/ps, no warmup, no load metric
     # The secret itself: kept out of repr (and so of str and of every log line made from them).
     api_key: str | None = field(default=None, repr=False)
@@ -96,6 +99,13 @@ class TargetSettings:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     benchmark: BenchmarkSettings = BenchmarkSettings()
+    api: ApiMode = "ollama"
+
+    @property
+    def watches_loaded(self) -> bool:
+        """Whether the target tells what is loaded (``/api/ps``): a local Ollama server. Only
+        there are models loaded, warmed up, unloaded, and checked for idleness and contention."""
+        return not self.cloud and self.api == "ollama"
 
 
 # Defaults shared by the dataclasses and the loader: a slots dataclass keeps no class default.

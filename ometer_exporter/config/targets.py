@@ -17,6 +17,7 @@ from ometer_exporter.config.benchmark import (
 from ometer_exporter.config.checks import Checker, join_path, show
 from ometer_exporter.config.settings import (
     DEFAULT_LOCAL_URL,
+    ApiMode,
     BenchmarkSettings,
     SelectMode,
     TargetSettings,
@@ -24,7 +25,7 @@ from ometer_exporter.config.settings import (
 from ometer_exporter.config.urls import is_cloud_host, normalize_ollama_host
 
 _TARGET_KEYS: Final = (
-    "name", "url", "cloud", "api_key_env", "api_key_file", "select", "include", "exclude",
+    "name", "url", "api", "cloud", "api_key_env", "api_key_file", "select", "include", "exclude",
     *BENCHMARK_KEYS,
 )  # fmt: skip
 _TARGET_HINTS: Final = {
@@ -32,6 +33,8 @@ _TARGET_HINTS: Final = {
     "file and name that with api_key_env or api_key_file",
 }
 _SELECT_MODES: Final[dict[str, SelectMode]] = {"loaded": "loaded", "all": "all"}
+_API_MODES: Final[dict[str, ApiMode]] = {"ollama": "ollama", "openai": "openai"}
+OPENAI_URL_EXAMPLE: Final = "http://localhost:8080/v1"
 _TARGET_NAME: Final = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -95,13 +98,14 @@ def _parse_target(
     name = _target_name(checker, section, path)
     checked_url = checker.url(section["url"], join_path(path, "url")) if "url" in section else None
     url, host = checked_url or ("", "")
+    api = _api(checker, section, path, url)
     cloud = is_cloud_host(host)
     if "cloud" in section:
         cloud = first(checker.boolean(section["cloud"], join_path(path, "cloud")), cloud)
     api_key, api_key_source = (
         read_api_key(checker, section, path, env, base_dir) if api_keys else (None, None)
     )
-    select = _select(checker, section, path, cloud)
+    select = _select(checker, section, path, cloud, api)
     include, exclude = (_models(checker, section, path, key) for key in ("include", "exclude"))
     patch = parse_benchmark(checker, section, path)
     benchmark = patch.apply(defaults)
@@ -114,6 +118,7 @@ def _parse_target(
     return TargetSettings(
         name=name, url=url, cloud=cloud, api_key=api_key, api_key_source=api_key_source,
         select=select or "loaded", include=include, exclude=exclude, benchmark=benchmark,
+        api=api or "ollama",
     )  # fmt: skip
 
 
@@ -131,11 +136,35 @@ def _target_name(checker: Checker, section: Mapping[str, object], path: str) -> 
     return name
 
 
+def _api(checker: Checker, section: Mapping[str, object], path: str, url: str) -> ApiMode | None:
+    """`api` (default ollama); an openai target's URL is its base up to ``/v1``."""
+    if "api" not in section:
+        return "ollama"
+    at = join_path(path, "api")
+    api = checker.choice(section["api"], at, _API_MODES)
+    if api == "openai" and url and not urlsplit(url).path.endswith("/v1"):
+        checker.add(
+            join_path(path, "url"),
+            f"{show(url)} does not end in /v1; allowed: an OpenAI-compatible server's base URL "
+            f"up to /v1 (e.g. {OPENAI_URL_EXAMPLE}) with api: openai",
+        )
+    return api
+
+
 def _select(
-    checker: Checker, section: Mapping[str, object], path: str, cloud: bool
+    checker: Checker, section: Mapping[str, object], path: str, cloud: bool, api: ApiMode | None
 ) -> SelectMode | None:
     select: SelectMode | None = "loaded"
     at = join_path(path, "select")
+    if api == "openai":
+        # Every model an OpenAI-compatible server lists is one it serves: all are measured.
+        if "select" in section and checker.choice(section["select"], at, _SELECT_MODES) != "all":
+            checker.add(
+                at,
+                "only 'all' applies to an api: openai target, which has no /api/ps (every "
+                "model it lists is measured); allowed: all (or leave the key out)",
+            )
+        return "all"
     if "select" in section:
         select = checker.choice(section["select"], at, _SELECT_MODES)
     if cloud and select == "loaded":

@@ -32,6 +32,7 @@ def target_state(target: TargetSettings) -> TargetState:
         method=method_of(target.benchmark),
         url=target.url,
         select=target.select,
+        api=target.api,
     )
 
 

@@ -24,8 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
+from ometer_exporter.client.engine import EngineClient, client_for
 from ometer_exporter.client.errors import ErrorType, OllamaError, OllamaNotFound
-from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import ShowInfo, TagModel
 from ometer_exporter.config.checks import format_duration
 from ometer_exporter.config.settings import TargetSettings
@@ -84,9 +84,7 @@ class TargetWorker:
         self.store = store
         self.lag_probe = lag_probe
         self.holds = holds if holds is not None else UsageHolds()
-        self.client = OllamaClient(
-            target.url, api_key=target.api_key, timeouts=target.benchmark.timeouts
-        )
+        self.client: EngineClient = client_for(target)
         self._show_cache: dict[tuple[str, str], ShowInfo | None] = {}
         self.idle = IdleTracker(target.benchmark.idle_before)
         self._models: list[str] = []  # the reported models, in tags order (last discovery)
@@ -96,6 +94,7 @@ class TargetWorker:
         self._tokens_per_word: dict[str, float] = {}  # the prompt-length axis's calibration
         self._next_cycle = 0.0  # Unix time
         self._failures = 0  # consecutive failed cycles
+        self._reconnects = 0  # the client's count already added to the store
         self._failed_polls = 0
         self._polled_at: float | None = None  # monotonic time of the last good poll
         self._down = False
@@ -138,7 +137,7 @@ class TargetWorker:
     async def _step(self) -> None:
         if time.time() >= self._next_cycle:
             await self._cycle_step()
-        elif not self.target.cloud:
+        elif self.target.watches_loaded:
             await self._guard(self._poll_pass)
 
     async def _cycle_step(self) -> None:
@@ -166,7 +165,7 @@ class TargetWorker:
 
     def _sleep_time(self) -> float:
         left = self._next_cycle - time.time()
-        if self.target.cloud:
+        if not self.target.watches_loaded:
             return max(MIN_WAKE, left)
         wake = min(left, PS_POLL_INTERVAL)
         now = time.monotonic()
@@ -194,6 +193,13 @@ class TargetWorker:
             self._count_bug("in the benchmark loop")
             self._mark_down(ErrorType.BAD_RESPONSE.value, f"internal error: {type(exc).__name__}")
         return False
+
+    def _count_reconnects(self) -> None:
+        """Add the client's new reconnects to the target's counter (it outlives the worker)."""
+        new, self._reconnects = self.client.reconnects - self._reconnects, self.client.reconnects
+        state = self.store.snapshot.targets.get(self.target.name)
+        if new and state is not None:
+            self.store.update_target(self.target.name, reconnects=state.reconnects + new)
 
     def _count_bug(self, where: str) -> None:
         log.exception("target %s: unexpected error %s", self.target.name, where)
@@ -278,7 +284,7 @@ class TargetWorker:
             version = None  # Ollama Cloud may not serve /api/version
         tags, left_out = reported_models(self.target, await self.client.tags())
         loaded: dict[str, int | None] | None = None
-        if not self.target.cloud:
+        if self.target.watches_loaded:
             ps = await self.client.ps()
             self._polled_at = time.monotonic()
             self.idle.observe(ps, self._polled_at)
@@ -293,10 +299,13 @@ class TargetWorker:
                 wanted=wanted(self.target, tag.name),
                 select_all=self.target.select == "all",
             )
+        c = self.client
         self.store.update_target(
-            name, up=True, version=version, error=None, models_left_out=left_out
-        )
+            name, up=True, version=version, error=None, models_left_out=left_out,
+            engine=c.engine, slots=c.slots,
+        )  # fmt: skip
         self.store.set_inventory(name, inventory)
+        self._count_reconnects()
         self._models = [tag.name for tag in tags]
         self._cloud_models = frozenset(t.name for t in tags if t.is_cloud_passthrough)
         self._down = self._unreachable = False
@@ -352,7 +361,7 @@ class TargetWorker:
         self, name: str, outcome: Outcome, *, cycle: bool
     ) -> tuple[Status, float | None]:
         """A due model: measure it if it may be measured now."""
-        if not self.target.cloud:
+        if self.target.watches_loaded:
             if self.idle.loaded(name):
                 if not await self._idle(name):
                     self._waiting.add(name)
@@ -443,12 +452,13 @@ class TargetWorker:
             model,
             inventory.capabilities if inventory else (),
             target.benchmark,
-            cloud=target.cloud,
+            cloud=not target.watches_loaded,
             allow_load=allow_load,
             lag_probe=self.lag_probe,
             trained_context=inventory.context_length if inventory else None,
             tokens_per_word=self._tokens_per_word.get(model),
         )
+        self._count_reconnects()
         if result is None:
             return None
         if result.tokens_per_word:

@@ -22,8 +22,8 @@ import asyncio
 from datetime import datetime
 from typing import Final
 
+from ometer_exporter.client.engine import EngineClient
 from ometer_exporter.client.errors import OllamaError
-from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import LoadedModel
 from ometer_exporter.measure.results import RunResult
 from ometer_exporter.names import canonical_name
@@ -34,7 +34,7 @@ QUEUE_WAIT_LIMIT: Final = 0.1  # seconds a run may wait for a slot before it cou
 SETTLE_READS: Final = (0.0, 0.02, 0.05, 0.1)
 
 
-async def loaded_entry(client: OllamaClient, model: str) -> LoadedModel | None:
+async def loaded_entry(client: EngineClient, model: str) -> LoadedModel | None:
     """The model's ``/api/ps`` entry (names compared as Ollama resolves them), None if absent."""
     wanted = canonical_name(model).lower()
     for entry in await client.ps():
@@ -53,7 +53,7 @@ class IdleWatch:
     """Follows one model's ``expires_at`` across our runs."""
 
     def __init__(
-        self, client: OllamaClient, model: str, expires_at: datetime | None, *, loaded: bool
+        self, client: EngineClient, model: str, expires_at: datetime | None, *, loaded: bool
     ) -> None:
         self.client = client
         self.model = model

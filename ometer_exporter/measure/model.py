@@ -34,13 +34,13 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Final
 
+from ometer_exporter.client.engine import EngineClient
 from ometer_exporter.client.errors import (
     ErrorType,
     OllamaConnectError,
     OllamaError,
     OllamaRateLimited,
 )
-from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.replies import ChatStream, EmbedResponse
 from ometer_exporter.config.settings import BenchmarkSettings
 from ometer_exporter.measure.capacity import Sweep, sweep
@@ -67,7 +67,7 @@ UNLOAD_ON_STOP: Final = 1.0  # seconds an unload may take when a run is cancelle
 
 
 async def measure_model(
-    client: OllamaClient,
+    client: EngineClient,
     model: str,
     capabilities: Iterable[str],
     settings: BenchmarkSettings,
@@ -79,6 +79,7 @@ async def measure_model(
     tokens_per_word: float | None = None,
 ) -> ModelResult | None:
     """Benchmark one model on one target; None when it is not loaded and loading is not allowed.
+    ``cloud``: no /api/ps (Ollama Cloud, OpenAI-compatible servers): no load, unload or checks.
 
     Failures are recorded in the result, never raised: a run that fails is counted with its
     error type and left out of the aggregates. With ``settings.prompt_tokens`` a loaded local
@@ -124,7 +125,7 @@ async def measure_model(
 
 
 async def measure_capacity(
-    client: OllamaClient,
+    client: EngineClient,
     model: str,
     capabilities: Iterable[str],
     settings: BenchmarkSettings,
@@ -243,7 +244,7 @@ async def _prompt_axis(
     return {"calibration": calibration, "lengths": lengths, "tokens_per_word": ratio}
 
 
-async def _watch(client: OllamaClient, model: str) -> IdleWatch:
+async def _watch(client: EngineClient, model: str) -> IdleWatch:
     """Whether the model is loaded, and its expiry to follow across our runs."""
     entry = await loaded_entry(client, model)
     return IdleWatch(client, model, entry.expires_at if entry is not None else None,
@@ -255,7 +256,7 @@ class _Requests:
 
     def __init__(
         self,
-        client: OllamaClient,
+        client: EngineClient,
         model: str,
         kind: Kind,
         caps: frozenset[str],

@@ -209,6 +209,11 @@ class ModelResult:
         )
 
     @property
+    def output_tokens_approximate(self) -> bool:
+        """The decode runs' output tokens were counted chunks, not the server's count."""
+        return any(r.done.eval_count_approximate for r in self._decode_runs())
+
+    @property
     def output_tokens(self) -> int:
         """Tokens this cycle made the server generate (warmup included)."""
         return sum(r.done.eval_count or 0 for r in self._all_runs())

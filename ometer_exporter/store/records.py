@@ -195,6 +195,7 @@ RECORD_RULES: Final[Mapping[str, Rule]] = {
     "time_to_first_content": _SECONDS,
     "tokens_per_second": _SECONDS,
     "client_tokens_per_second": _SECONDS,
+    "output_tokens_approximate": _bool,
     "prompt_tokens_per_second": _SECONDS,
     "request_duration": _SECONDS,
     "queue_wait": _optional(_a_float),  # total - load - prompt_eval - eval: may dip below 0
@@ -229,6 +230,8 @@ class Record:
     time_to_first_content: float | None = None
     tokens_per_second: float | None = None
     client_tokens_per_second: float | None = None
+    # Output tokens were counted chunks (an OpenAI-compatible server that sent no usage).
+    output_tokens_approximate: bool = False
     prompt_tokens_per_second: float | None = None
     request_duration: float | None = None
     queue_wait: float | None = None
@@ -270,6 +273,7 @@ class Record:
             time_to_first_content=result.time_to_first_content,
             tokens_per_second=result.tokens_per_second,
             client_tokens_per_second=result.client_tokens_per_second,
+            output_tokens_approximate=result.output_tokens_approximate,
             prompt_tokens_per_second=result.prompt_tokens_per_second,
             request_duration=result.request_duration,
             queue_wait=result.queue_wait,
@@ -421,6 +425,10 @@ class TargetState:
     models_left_out: int = 0  # listed beyond max_models at the last discovery
     up: bool | None = None  # None: not contacted yet
     version: str | None = None
+    api: str = "ollama"  # the API the target speaks (its `api` setting)
+    engine: str | None = None  # the server behind it, as discovery saw it ("llama.cpp", …)
+    slots: int | None = None  # parallel request slots, where the server says (llama.cpp)
+    reconnects: int = 0  # requests sent again on a fresh connection (the client's count)
     last_cycle_started: float | None = None
     last_cycle_duration: float | None = None
     error: str | None = None

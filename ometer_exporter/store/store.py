@@ -104,6 +104,8 @@ class Store:
         old = self._snapshot.targets
         merged = {
             name: replace(t, up=old[name].up, version=old[name].version,
+                          engine=old[name].engine, slots=old[name].slots,
+                          reconnects=old[name].reconnects,
                           last_cycle_started=old[name].last_cycle_started,
                           last_cycle_duration=old[name].last_cycle_duration,
                           loop_errors=old[name].loop_errors, error=old[name].error,
@@ -126,6 +128,9 @@ class Store:
         loop_errors: int | Keep = KEEP,
         next_cycle_at: float | Keep | None = KEEP,
         models_left_out: int | Keep = KEEP,
+        engine: str | Keep | None = KEEP,
+        slots: int | Keep | None = KEEP,
+        reconnects: int | Keep = KEEP,
     ) -> None:
         """Change some of a target's fields; those left at ``KEEP`` stay as they are."""
         old = self._snapshot.targets.get(name)
@@ -141,6 +146,9 @@ class Store:
             loop_errors=_kept(loop_errors, old.loop_errors),
             next_cycle_at=_kept(next_cycle_at, old.next_cycle_at),
             models_left_out=_kept(models_left_out, old.models_left_out),
+            engine=_kept(engine, old.engine),
+            slots=_kept(slots, old.slots),
+            reconnects=_kept(reconnects, old.reconnects),
         )
         targets = dict(self._snapshot.targets)
         targets[name] = new

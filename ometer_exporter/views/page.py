@@ -186,7 +186,7 @@ def _targets(targets: Sequence[TargetState], items: list[Row]) -> str:
             f"{'<span class=tag>cloud</span>' if t.cloud else ''}"
             f'<span class="state">{label}</span></header>'
             f'<dl><dt>URL</dt><dd class="url">{_breakable(t.url or "—")}</dd>'
-            f'<dt>Ollama</dt><dd class="dd-nowrap">{_e(t.version or "—")}</dd>'
+            f'<dt>Engine</dt><dd class="dd-nowrap">{_e(_engine(t))}</dd>'
             f"<dt>Measures</dt><dd>{_e(SELECT_TEXT.get(t.select, t.select))}</dd>"
             f"<dt>Last cycle</dt><dd>{cycle}</dd>"
             f"<dt>Next cycle</dt><dd>{next_cycle}</dd>"
@@ -235,6 +235,13 @@ def _breakable(url: str) -> str:
     name, colon, port = host.rpartition(":") if ":" in host.rpartition("]")[2] else (host, "", "")
     parts = [scheme + sep, name, colon + port, slash + path] if sep else [url]
     return "<wbr>".join(_e(p) for p in parts if p)
+
+
+def _engine(t: TargetState) -> str:
+    """The server behind the target and its version, with the API when it is not Ollama's."""
+    engine = t.engine or ("ollama" if t.api == "ollama" else "")
+    text = " ".join(part for part in (engine, t.version) if part) or "—"
+    return text if t.api == "ollama" else f"{text} (OpenAI API)"
 
 
 SELECT_TEXT: Final = {

@@ -197,7 +197,10 @@ UP = _g(
     "1 if the target answers: its last discovery succeeded and not two polls in a row failed.",
     _T,
 )
-TARGET_INFO = Spec("ometer_target", "info", "The target's Ollama version.", (*_T, "version"))
+TARGET_INFO = Spec(
+    "ometer_target", "info", "The target's API, engine and its version ('' when unknown).",
+    (*_T, "api", "engine", "version"),
+)  # fmt: skip
 INTERVAL = _g(
     "ometer_benchmark_interval_seconds", "Configured interval between benchmark cycles.", _T
 )
@@ -214,13 +217,22 @@ LOOP_ERRORS = Spec(
     "Unexpected errors the target's benchmark loop survived (see the log).",
     _T,
 )
+RECONNECTS = Spec(
+    "ometer_target_reconnects",
+    "counter",
+    "Requests sent again on a fresh connection after the server had closed their kept-alive "
+    "one before any response byte (nothing had reached the model).",
+    _T,
+)
 LEFT_OUT = _g(
     "ometer_target_models_left_out",
     "Models the target listed beyond benchmark.max_models at its last discovery (not reported "
     "on; see the log).",
     _T,
 )
-TARGET_SPECS: Final = (UP, TARGET_INFO, INTERVAL, CONFIG_INFO, CYCLE, LOOP_ERRORS, LEFT_OUT)
+TARGET_SPECS: Final = (
+    UP, TARGET_INFO, INTERVAL, CONFIG_INFO, CYCLE, LOOP_ERRORS, RECONNECTS, LEFT_OUT,
+)  # fmt: skip
 
 BUILD = Spec("ometer_build", "info", "ometer-exporter build.", ("version",))
 RELOAD_OK = _g(
@@ -363,14 +375,15 @@ def target_samples(t: TargetState) -> list[Sample]:
     out: list[Sample] = []
     if t.up is not None:
         out.append((UP, n, 1.0 if t.up else 0.0))
-    if t.version is not None:
-        out.append((TARGET_INFO, (*n, t.version), 1.0))
+    if t.version is not None or t.engine is not None:
+        out.append((TARGET_INFO, (*n, t.api, t.engine or "", t.version or ""), 1.0))
     out.append((INTERVAL, n, t.interval))
     method = t.method
     out.append((CONFIG_INFO, (*n, method.prompt_set, str(method.num_predict), method.think), 1.0))
     if t.last_cycle_duration is not None:
         out.append((CYCLE, n, t.last_cycle_duration))
     out.append((LOOP_ERRORS, n, float(t.loop_errors)))
+    out.append((RECONNECTS, n, float(t.reconnects)))
     out.append((LEFT_OUT, n, float(t.models_left_out)))
     return out
 

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from . import openai
 from .models import (
     EmulatedModel,
     Fault,
@@ -249,6 +250,7 @@ class _Ctx:
     load_stretch: float = 0.0
     wait_stretch: float = 0.0
     prefill_stretch: float = 0.0
+    events: openai.EventWriter | None = None  # an OpenAI-style (SSE) chat completion
 
     @property
     def stretch(self) -> float:
@@ -294,6 +296,9 @@ class OllamaEmulator:
         utc_offset: timedelta = timedelta(hours=2),
         max_records: int | None = None,
         control: bool = False,
+        engine: str = "ollama",
+        close_reused: bool = False,
+        build: str = openai.LLAMA_BUILD,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
@@ -312,6 +317,15 @@ class OllamaEmulator:
         # /_emulator/preload {"name", "keep_alive"}. Off unless asked for: Ollama has no such
         # routes.
         self.control = control
+        # The OpenAI-compatible API (tests/ollama_emulator/openai.py): "ollama" serves /v1 beside
+        # /api as Ollama does; "llama.cpp" is a llama-server (/v1, /props, /health, no /api).
+        if engine not in ("ollama", "llama.cpp"):
+            raise ValueError("engine must be 'ollama' or 'llama.cpp'")
+        self.engine = engine
+        self.close_reused = close_reused
+        self.build = build
+        self.closed_reused = 0  # requests dropped on a reused connection (close_reused)
+        self._spent: set[int] = set()  # connections that carried a streamed completion
         self.url = ""
         self.records: list[RequestRecord] = []
         self._models: dict[str, EmulatedModel] = {}
@@ -380,6 +394,8 @@ class OllamaEmulator:
 
     def add_model(self, m: EmulatedModel) -> None:
         self._models[canonical_key(m.name)] = m
+        if self.engine == "llama.cpp":
+            self.preload(m.name, keep_alive=-1)  # llama-server loads its model at start, for good
 
     def remove_model(self, name: str) -> None:
         key = canonical_key(name)
@@ -425,6 +441,12 @@ class OllamaEmulator:
     # ---------------------------------------------------------------- HTTP plumbing
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None and id(transport) in self._spent:
+            # llama-server's way: the kept-alive connection is gone before any response byte.
+            self.closed_reused += 1
+            transport.abort()
+            return web.StreamResponse()
         rec = RequestRecord(
             path=request.path,
             method=request.method,
@@ -442,6 +464,14 @@ class OllamaEmulator:
         ctx = _Ctx(request=request, rec=rec, raw=b"")
         try:
             ctx.raw = await request.read()
+            if request.path in openai.OPENAI_PATHS or (
+                self.engine == "llama.cpp" and request.path in openai.LLAMA_PATHS
+            ):
+                return await self._openai(ctx)
+            if self.engine == "llama.cpp":
+                return await self._send(
+                    ctx, 404, openai.error_body("File Not Found", 404, llama=True), JSON_UTF8
+                )
             if request.path.startswith("/api/") and not self._authorized(request):
                 raise _HTTPError(401, "unauthorized")
             routes = dict(_ROUTES)
@@ -466,6 +496,65 @@ class OllamaEmulator:
         finally:
             if rec.finished is None:
                 rec.finished = perf_counter()
+
+    async def _openai(self, ctx: _Ctx) -> web.StreamResponse:
+        """The OpenAI-compatible routes (and llama-server's own), errors in OpenAI's shape."""
+        path = ctx.request.path
+        try:
+            if not self._authorized(ctx.request) and path != "/health":
+                raise _HTTPError(401, "Invalid API Key")
+            if path == "/health":
+                return await self._send_json(ctx, 200, {"status": "ok"})
+            if path == "/props":
+                return await self._send_json(ctx, 200, openai.props_body(self))
+            if path == "/v1/models":
+                return await self._send_json(ctx, 200, openai.models_body(self))
+            if ctx.request.method != "POST":
+                raise _HTTPError(405, "method not allowed")
+            body = parse_json_body(ctx.raw) if ctx.raw else None
+            if isinstance(body, dict) and body.get("stream") is not True and path.endswith("ions"):
+                # Only streamed completions are emulated (the exporter streams every one).
+                raise _HTTPError(400, "the emulator serves only stream: true")
+            if path == "/v1/embeddings":
+                return await self._openai_embed(ctx, body)
+            ctx.events = openai.EventWriter(
+                self, ctx, str((body or {}).get("model", "")), openai.include_usage(body)
+            )
+            ctx.raw = go_json(openai.chat_request(body)).encode()
+            return await self._complete(ctx, chat=True)
+        except GoDecodeError as e:
+            ctx.rec.error = e.message
+            return await self._send(ctx, 400, openai.error_body(e.message, 400), JSON_UTF8)
+        except _HTTPError as e:
+            if ctx.resp is not None and ctx.resp.prepared:
+                return ctx.resp
+            ctx.rec.error = e.message
+            return await self._send(
+                ctx,
+                e.status,
+                openai.error_body(e.message, e.status, llama=self.engine == "llama.cpp"),
+                JSON_UTF8,
+            )
+
+    async def _openai_embed(self, ctx: _Ctx, body: Any) -> web.StreamResponse:
+        name = str(body.get("model", "")) if isinstance(body, dict) else ""
+        raw = body.get("input") if isinstance(body, dict) else None
+        inputs = [raw] if isinstance(raw, str) else raw
+        if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
+            raise _HTTPError(400, "invalid input type")
+        ctx.rec.model = name
+        m = self._lookup(name)
+        if m is None:
+            raise _HTTPError(404, f"model {go_quote(name)} not found")
+        if not m.is_embedding:
+            raise _HTTPError(501, NO_EMBEDDINGS_MESSAGE)
+        counts = [len(words(text)) + 2 for text in inputs]
+        busy = sum(counts) / m.prefill_tokens_per_second * self.time_scale
+        start = perf_counter()
+        vectors = [embedding_json(m.name, t, m.embedding_length, 0) for t in inputs]
+        await _sleep_until(start + busy)
+        ctx.rec.prompt_eval_count = sum(counts)
+        return await self._send_json(ctx, 200, openai.embeddings_body(name, vectors, sum(counts)))
 
     async def _route(self, ctx: _Ctx) -> web.StreamResponse:
         path = ctx.request.path
@@ -1357,6 +1446,8 @@ class _Generation:
         """One chunk line; everything after created_at comes from a cache (few distinct
         tokens), which keeps a chunk at a few microseconds of CPU."""
         text, thinking = self.plan[i]
+        if self.ctx.events is not None:
+            return self.ctx.events.token(text, thinking)
         tail = _chunk_tail(self.chat, text, thinking)
         return self._head + rfc3339_nano(time.time_ns()).encode() + tail
 
@@ -1395,7 +1486,8 @@ class _Generation:
     async def _write(self, data: bytes) -> float:
         rec = self.ctx.rec
         if self.resp is None:
-            self.resp = _LazyHeadersResponse(status=200, headers={"Content-Type": NDJSON})
+            kind = NDJSON if self.ctx.events is None else openai.SSE
+            self.resp = _LazyHeadersResponse(status=200, headers={"Content-Type": kind})
             self.ctx.resp = self.resp
             rec.status = 200
             await self.resp.prepare(self.ctx.request)
@@ -1483,7 +1575,10 @@ class _Generation:
         batching = self.runner is not None and self.runner.model.batch_slowdown > 0
         origin = due = self.t_first
         rec.first_token = self.t_first if n else None
+        events = self.ctx.events
         try:
+            if events is not None and events.opening():
+                await self._write(events.opening())
             for i in range(n + 1):
                 if i == fault_at and f is not None:
                     if await self._mid_stream_fault(f):
@@ -1514,9 +1609,14 @@ class _Generation:
                     span if span is not None else (n - 1) * self.interval
                 )
             metrics = self.metrics(perf_counter() - self.t_first, self.eval_stretch)
-            rec.done_written = await self._write(
-                (go_json(self._final("", "", metrics)) + "\n").encode()
-            )
+            if events is not None:
+                rec.done_written = await self._write(events.final(self.done_reason, metrics))
+                if self.emu.close_reused and self.ctx.request.transport is not None:
+                    self.emu._spent.add(id(self.ctx.request.transport))
+            else:
+                rec.done_written = await self._write(
+                    (go_json(self._final("", "", metrics)) + "\n").encode()
+                )
             return await self._end()
         except ConnectionError:
             # the client went away: stop generating, like Ollama does
