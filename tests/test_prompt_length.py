@@ -129,3 +129,31 @@ targets: [{{name: local, url: "{emu.url}"}}]
     assert csv.splitlines()[0].startswith("target,model,prompt_tokens,actual_prompt_tokens")
     bad = await running.http.get("/export?view=lengths")
     assert bad.status_code == 400 and "view=" in bad.text and "prompt_length" in bad.text
+
+
+async def test_the_axis_on_an_openai_compatible_server(emulator_factory) -> None:
+    """llama-server says its context in /props: the axis plans against it, calibrates from the
+    server's own prompt count, and needs no /api/ps."""
+    from ometer_exporter.config.settings import TargetSettings
+    from ometer_exporter.loop.selection import target_state
+    from ometer_exporter.loop.worker import TargetWorker
+    from ometer_exporter.store.store import Store
+
+    emu = await emulator_factory([model()], engine="llama.cpp", default_num_ctx=4096)
+    target = TargetSettings(
+        name="llamacpp", url=emu.url + "/v1", cloud=False, api="openai", select="all",
+        benchmark=BenchmarkSettings(runs=2, num_predict=16, prompt_tokens=(512, 2048, 8192)),
+    )  # fmt: skip
+    store = Store()
+    store.set_targets([target_state(target)])
+    worker = TargetWorker(target, store)
+    try:
+        await worker.cycle()
+    finally:
+        await worker.aclose()
+    record = store.snapshot.models[("llamacpp", LLAMA)].benchmark
+    assert record is not None and record.length_prompt_tokens == (512, 2048, 8192)
+    for configured, counted in zip((512, 2048), record.length_actual_tokens, strict=False):
+        assert counted == pytest.approx(configured, rel=0.10)
+    assert all(t is not None and t > 0 for t in record.length_ttft[:2])
+    assert "4096-token context" in record.length_note[2]

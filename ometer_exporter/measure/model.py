@@ -51,6 +51,7 @@ from ometer_exporter.measure.results import (
     DiscardReason,
     Kind,
     ModelResult,
+    Plan,
     RunResult,
     model_kind,
 )
@@ -101,7 +102,7 @@ async def measure_model(
     if loaded_by_us and not allow_load:
         return None
     unload = loaded_by_us and settings.unload_after
-    axis = bool(settings.prompt_tokens) and kind == "chat" and watch is not None
+    axis = bool(settings.prompt_tokens) and kind == "chat"
     try:
         warmup, runs, extra = await _attempt(
             requests, watch, load=loaded_by_us, unload_last=unload and not axis, axis=axis,
@@ -197,13 +198,7 @@ async def _attempt(
             await watch.went_idle()  # the expiry our warmup set is the one to follow
     runs = await requests.runs(requests.settings.runs, unload_after_last=unload_last, watch=watch)
     last = runs[-1] if runs else None
-    if (
-        axis
-        and watch is not None
-        and last is not None
-        and last.ok
-        and "contended" not in (last.discarded)
-    ):
+    if axis and last is not None and last.ok and "contended" not in last.discarded:
         return warmup, runs, await _prompt_axis(requests, watch, trained, tokens_per_word)
     return warmup, runs, {}
 
@@ -216,18 +211,29 @@ async def _contended(result: RunResult, watch: IdleWatch) -> RunResult:
 
 
 async def _prompt_axis(
-    requests: _Requests, watch: IdleWatch, trained: int | None, tokens_per_word: float | None
+    requests: _Requests,
+    watch: IdleWatch | None,
+    trained: int | None,
+    tokens_per_word: float | None,
 ) -> dict[str, Any]:
-    """The prompt-length axis on the loaded model, against the context it runs with."""
+    """The prompt-length axis on the loaded model, against the context it runs with: what
+    ``/api/ps`` says (``watch``: a local Ollama), else the context the server reports for the
+    model (an OpenAI-compatible server's ``/props``, a cloud model's own)."""
     s = requests.settings
-    try:
-        entry = await loaded_entry(requests.client, requests.model)
-    except OllamaError:
-        entry = None
-    context = entry.context_length if entry and entry.context_length else OLD_DEFAULT_CONTEXT
-    plans = plan_lengths(
-        s.prompt_tokens, context=context, trained=trained, num_predict=s.prompt_num_predict
-    )
+    context: int | None = trained
+    if watch is not None:
+        try:
+            entry = await loaded_entry(requests.client, requests.model)
+        except OllamaError:
+            entry = None
+        context = entry.context_length if entry and entry.context_length else OLD_DEFAULT_CONTEXT
+    if context is None:
+        why = "the server does not say the context the model runs with"
+        plans = [Plan(n, None, skipped=why) for n in s.prompt_tokens]
+    else:
+        plans = plan_lengths(
+            s.prompt_tokens, context=context, trained=trained, num_predict=s.prompt_num_predict
+        )
 
     async def run(content: str, num_predict: int, warmup: bool) -> RunResult:
         return await requests.run(
@@ -235,7 +241,7 @@ async def _prompt_axis(
         )
 
     async def check(result: RunResult) -> RunResult:
-        return await _contended(result, watch)
+        return result if watch is None else await _contended(result, watch)
 
     calibration, lengths, ratio = await measure_lengths(
         run, check, plans, runs=s.runs, num_predict=s.prompt_num_predict,
