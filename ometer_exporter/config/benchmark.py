@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from ometer_exporter.config.capacity import CapacityPatch, apply_capacity
 from ometer_exporter.config.checks import Checker, join_path, kind_of, show
 from ometer_exporter.config.settings import (
     MAX_MODELS_RANGE,
@@ -53,7 +52,6 @@ class BenchmarkPatch:
     timeouts: dict[str, float] = field(default_factory=dict)
     prompt_tokens: tuple[int, ...] | None = None
     prompt_num_predict: int | None = None
-    capacity: CapacityPatch = field(default_factory=dict)
     max_models: int | None = None
 
     def apply(self, base: BenchmarkSettings) -> BenchmarkSettings:
@@ -71,7 +69,6 @@ class BenchmarkPatch:
             unload_after=first(self.unload_after, base.unload_after),
             prompt_tokens=first(self.prompt_tokens, base.prompt_tokens),
             prompt_num_predict=first(self.prompt_num_predict, base.prompt_num_predict),
-            capacity=apply_capacity(self.capacity, base.capacity),
             timeouts=Timeouts(
                 connect=t.get("connect", base.timeouts.connect),
                 first_byte=t.get("first_byte", base.timeouts.first_byte),

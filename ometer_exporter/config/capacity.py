@@ -19,7 +19,6 @@ from ometer_exporter.config.settings import (
     NUM_PREDICT_RANGE,
     REQUESTS_PER_LEVEL_RANGE,
     CapacitySettings,
-    Slo,
 )
 
 CAPACITY_KEYS: Final = (
@@ -112,6 +111,3 @@ def in_window(window: str, minutes: int) -> bool:
     start = int(match[1]) * 60 + int(match[2])
     end = int(match[3]) * 60 + int(match[4])
     return start <= minutes < end if start <= end else minutes >= start or minutes < end
-
-
-__all__ = ["CapacitySettings", "Slo", "apply_capacity", "in_window", "parse_capacity"]

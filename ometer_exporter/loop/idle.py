@@ -47,9 +47,6 @@ class IdleTracker:
         if seen is not None:
             self._seen[name] = (seen[0], math.inf)
 
-    def names(self) -> frozenset[str]:
-        return frozenset(self._seen)
-
     def idle(self, name: str, now: float, wall: float) -> bool:
         """Loaded, and quiet for the whole period up to ``now`` (monotonic); ``wall`` is the
         Unix time, to tell an expiry in the past (a request still running)."""

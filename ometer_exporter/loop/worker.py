@@ -273,7 +273,9 @@ class TargetWorker:
 
     async def _discovery_pass(self) -> None:
         await self.discover()
-        self._publish_status({name: self._status_now(name) for name in self._models})
+        self.store.set_status(
+            self.target.name, {name: self._status_now(name) for name in self._models}
+        )
 
     async def discover(self) -> list[TagModel]:
         """Version, tags, show (cached per digest) and ps -> the target's inventory."""
@@ -338,7 +340,7 @@ class TargetWorker:
                 continue
             statuses[name] = await self._attempt(name, outcome, cycle=cycle)
             self.store.set_status(self.target.name, {name: statuses[name]})
-        self._publish_status(statuses)
+        self.store.set_status(self.target.name, statuses)
 
     def _status_now(self, name: str) -> tuple[Status, float | None]:
         """Where the model stands before anything is sent: due (or pending) when it may be
@@ -436,9 +438,6 @@ class TargetWorker:
         if not wanted_models or any(end is None for end in ends):
             return None
         return min(end for end in ends if end is not None)
-
-    def _publish_status(self, statuses: dict[str, tuple[Status, float | None]]) -> None:
-        self.store.set_status(self.target.name, statuses)
 
     async def benchmark(self, model: str, *, allow_load: bool) -> ModelResult | None:
         """Measure one model, then record and persist its result (None: not loaded, skipped).

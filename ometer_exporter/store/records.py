@@ -36,10 +36,6 @@ Status = Literal[
     "excluded",  # include/exclude of its target leave it out
     "held",  # its cloud account's usage limit is spent: waits until ``due_at``
 ]
-STATUSES: Final[tuple[Status, ...]] = (
-    "pending", "measured", "failed", "due", "waiting_for_idle", "contended", "not_loaded",
-    "excluded", "held",
-)  # fmt: skip
 Stored = tuple[str, str, "Record", "Inventory | None"]  # a stored row: target, model, ...
 
 
