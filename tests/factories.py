@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from types import MappingProxyType
 
+from ometer_exporter.store.capacity import CapacityLevel, CapacityRecord
 from ometer_exporter.store.records import (
     TPOT_BUCKETS,
     TTFT_BUCKETS,
@@ -86,3 +87,46 @@ def snapshot(entries: list[ModelEntry], generation: int = 1) -> Snapshot:
         MappingProxyType(targets),
         MappingProxyType({(e.target, e.model): e for e in entries}),
     )
+
+
+def capacity(
+    *,
+    levels: tuple[int, ...] = (1, 2, 4, 8),
+    slots: int = 4,
+    slo_ttft: float = 0.5,
+    tokens_per_second: float = 100.0,
+    slowdown: float = 0.2,
+    finished_at: float | None = None,
+) -> CapacityRecord:
+    """A sweep of a model with ``slots`` parallel slots that batch (each extra sequence slows
+    every one's decode by ``slowdown``): up to ``slots`` users TTFT stays low, beyond it requests
+    queue and TTFT grows past ``slo_ttft``. Figures are computed, not measured."""
+    now = time.time() if finished_at is None else finished_at
+    rows: list[CapacityLevel] = []
+    for c in levels:
+        running = min(c, slots)
+        per_token = (1 + slowdown * (running - 1)) / tokens_per_second
+        e2e_alone = 0.02 + 63 * per_token
+        waits = c > slots
+        ttft = 0.02 + (e2e_alone * (c - slots) / slots if waits else 0.0)
+        passed = ttft <= slo_ttft
+        q = (ttft, ttft * 1.05, ttft * 1.08, ttft * 1.1)
+        level = CapacityLevel(
+                concurrency=c, requests=max(16, c), good=max(16, c),
+                met_slo=max(16, c) if passed else 0,
+                ttft=q, tpot=(per_token,) * 4, e2e=tuple(t + 63 * per_token for t in q),
+                queue_wait=((ttft - 0.02) if waits else 0.001,) * 4,
+                output_tokens_per_second=running / per_token,
+                goodput=(running / (ttft + e2e_alone)) if passed else 0.0,
+                attainment=1.0 if passed else 0.0, passed=passed, queued=waits, lagged=False,
+                window=max(16, c) / running * e2e_alone,
+        )  # fmt: skip
+        rows.append(level)
+    passing = [r.concurrency for r in rows if r.passed]
+    return CapacityRecord(
+        started_at=now - 60, finished_at=now, levels=tuple(rows),
+        max_concurrency=max(passing) if passing else None,
+        parallel_slots=slots if any(r.queued for r in rows) else None,
+        slo_ttft=slo_ttft, slo_tpot=0.025, slo_attainment=0.95, requests_per_level=16,
+        num_predict=64, url="http://localhost:11434", ollama_version="0.33.0",
+    )  # fmt: skip

@@ -356,3 +356,38 @@ def test_every_stored_field_has_a_restore_rule() -> None:
 
     assert set(RECORD_RULES) == {f.name for f in dataclasses.fields(Record)}
     assert set(INVENTORY_RULES) == {f.name for f in dataclasses.fields(Inventory)}
+
+
+def test_every_stored_capacity_field_has_a_restore_rule() -> None:
+    from ometer_exporter.store.capacity import (
+        CAPACITY_RULES,
+        LEVEL_RULES,
+        CapacityLevel,
+        CapacityRecord,
+    )
+
+    assert set(CAPACITY_RULES) == {f.name for f in dataclasses.fields(CapacityRecord)}
+    assert set(LEVEL_RULES) == {f.name for f in dataclasses.fields(CapacityLevel)}
+
+
+async def test_a_sweep_survives_a_restart_and_a_bad_stored_sweep_is_skipped(tmp_path) -> None:
+    from factories import capacity
+
+    record = capacity(slots=4)
+    store = Store(tmp_path)
+    store.set_targets([target()])
+    await store.restore()
+    await store.persist_capacity("local", "m:latest", record)
+    await store.persist_capacity("local", "bad:latest", record)
+    await store.close()
+    with sqlite3.connect(tmp_path / "ometer.sqlite3") as conn:  # a level with attainment 2
+        bad = record.to_json().replace('"attainment":1.0', '"attainment":2.0', 1)
+        conn.execute("UPDATE capacity SET record = ? WHERE model = 'bad:latest'", (bad,))
+    again = Store(tmp_path)
+    again.set_targets([target()])
+    await again.restore()
+    await again.close()
+    models = again.snapshot.models
+    assert models[("local", "m:latest")].capacity == record
+    assert ("local", "bad:latest") not in models
+    assert again.snapshot.rows_skipped == 1

@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from ometer_exporter.config.settings import Slo
 from ometer_exporter.measure.contention import QUEUE_WAIT_LIMIT
@@ -39,6 +39,11 @@ QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
 Send = Callable[[], Awaitable[RunResult]]  # one request of the sweep's shape
 Quiet = Callable[[], Awaitable[bool]]  # True when no foreign request was seen
 Warm = Callable[[int], Awaitable[object]]  # opens that many connections before a level
+# Why a sweep ended before its last level: someone else's traffic (nothing of the level that
+# met it is kept), the server refused a request (the levels before it are kept, with the
+# error), or the model could not be loaded.
+Abort = Literal["contended", "refused", "load_failed"]
+ABORTS: Final[tuple[Abort, ...]] = ("contended", "refused", "load_failed")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -128,8 +133,9 @@ class Sweep:
     levels: tuple[Level, ...]
     started_at: float  # wall clock
     finished_at: float
-    aborted: str | None = None  # "contended", or the error that stopped it
+    aborted: Abort | None = None
     slo: Slo = field(default_factory=Slo)
+    error: str | None = None  # what the server said when it refused (``refused``, ``load_failed``)
 
     @property
     def max_concurrency(self) -> int | None:
@@ -201,7 +207,7 @@ async def sweep(
             return Sweep(tuple(done), started_at, time.time(), "contended", slo)
         done.append(level)
         if level.error is not None:
-            return Sweep(tuple(done), started_at, time.time(), level.error, slo)
+            return Sweep(tuple(done), started_at, time.time(), "refused", slo, level.error)
         if failed_at is not None:
             break
         if not level.passed:

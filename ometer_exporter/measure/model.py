@@ -150,13 +150,17 @@ async def measure_capacity(
             warmup = await requests.run(warmup=True, keep_alive=None, index=0)
             if not warmup.ok:
                 now = time.time()
-                return Sweep((), now, now, f"load failed: {warmup.error}", capacity.slo)
+                return Sweep((), now, now, "load_failed", capacity.slo, warmup.error)
             await watch.went_idle()
         index = itertools.count()
 
         async def send() -> RunResult:
             return await requests.run(
-                warmup=False, keep_alive=None, index=next(index), num_predict=capacity.num_predict
+                warmup=False,
+                keep_alive=None,
+                index=next(index),
+                num_predict=capacity.num_predict,
+                retry=False,
             )
 
         async def warm(connections: int) -> None:
@@ -334,9 +338,11 @@ class _Requests:
         detect_reload: bool = True,
         content: str | None = None,
         num_predict: int | None = None,
+        retry: bool = True,
     ) -> RunResult:
-        """One request, retried where safe; ``content`` and ``num_predict`` replace the
-        prompt and output length (the prompt-length axis)."""
+        """One request, retried where safe (unless ``retry`` is off: under a sweep's load a
+        refusal is the answer); ``content`` and ``num_predict`` replace the prompt and output
+        length (the prompt-length axis)."""
         probe_start = time.perf_counter()
         retried: list[ErrorType] = []
         while True:
@@ -347,7 +353,7 @@ class _Requests:
                 )  # fmt: skip
                 break
             except OllamaError as exc:
-                delay = _retry_delay(exc, len(retried))
+                delay = _retry_delay(exc, len(retried)) if retry else None
                 if delay is None:
                     return replace(_failed(exc, warmup=warmup), retried=tuple(retried))
                 retried.append(exc.error_type)

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
+from ometer_exporter.store.capacity import CapacityRecord
 from ometer_exporter.store.records import MAX_TEXT, Inventory, Record, Stored
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,11 @@ class Database:
         " benchmark TEXT NOT NULL, inventory TEXT)",
         "CREATE INDEX IF NOT EXISTS results_by_model ON results (target, model, finished_at)",
         "CREATE INDEX IF NOT EXISTS results_by_time ON results (finished_at)",
+        # The load sweeps (``store.capacity``): one row per published sweep.
+        "CREATE TABLE IF NOT EXISTS capacity ("
+        " target TEXT NOT NULL, model TEXT NOT NULL, finished_at REAL NOT NULL,"
+        " record TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS capacity_by_model ON capacity (target, model, finished_at)",
     )
 
     def __init__(self, path: Path, retention: float) -> None:
@@ -160,6 +166,48 @@ class Database:
                 )
         except (sqlite3.Error, OSError, ValueError) as exc:
             log.warning("could not store the result of %s on %s: %s", model, target, exc)
+
+    def write_capacity(self, target: str, model: str, record: CapacityRecord) -> None:
+        conn = self._connect()
+        if conn is None:
+            return
+        try:
+            with conn:
+                conn.execute(
+                    "INSERT INTO capacity (target, model, finished_at, record) VALUES (?, ?, ?, ?)",
+                    (target, model, record.finished_at, record.to_json()),
+                )
+                conn.execute(
+                    "DELETE FROM capacity WHERE finished_at < ?", (time.time() - self.retention,)
+                )
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            log.warning("could not store the sweep of %s on %s: %s", model, target, exc)
+
+    def latest_capacity(self) -> list[tuple[str, str, CapacityRecord]]:
+        """Each model's newest stored sweep; a bad row is skipped, logged and counted."""
+        conn = self._connect()
+        if conn is None:
+            return []
+        try:
+            rows = conn.execute(
+                "SELECT target, model, record FROM capacity c WHERE finished_at = (SELECT "
+                "MAX(finished_at) FROM capacity WHERE target = c.target AND model = c.model)"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            log.warning("could not read stored sweeps from %s: %s", self.path, exc)
+            return []
+        out: list[tuple[str, str, CapacityRecord]] = []
+        for target, model, text in rows:
+            try:
+                _check_names(target, model)
+                if not isinstance(text, str):
+                    raise ValueError("record: not JSON text")
+                out.append((target, model, CapacityRecord.from_json(text)))
+            except (ValueError, TypeError) as exc:
+                self.rows_skipped += 1
+                log.warning("skipping a stored sweep of %s on %s: %s",
+                            ascii(model)[:120], ascii(target)[:120], exc)  # fmt: skip
+        return out
 
     def latest(self) -> list[Stored]:
         return self._select(
@@ -251,11 +299,15 @@ def _add_point_columns(conn: sqlite3.Connection, columns: set[str]) -> None:
 
 def _stored(target: Any, model: Any, text: Any, inventory: Any) -> Stored:
     """One row, checked: names are text, the JSON columns are checked by ``from_json``."""
-    for what, value in (("target", target), ("model", model)):
-        if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
-            raise ValueError(f"{what}: not a name")
+    _check_names(target, model)
     if not isinstance(text, str) or not (inventory is None or isinstance(inventory, str)):
         raise ValueError("benchmark/inventory: not JSON text")
     record = Record.from_json(text)
     inv = Inventory.from_json(inventory) if inventory else None
     return target, model, record, inv
+
+
+def _check_names(target: Any, model: Any) -> None:
+    for what, value in (("target", target), ("model", model)):
+        if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+            raise ValueError(f"{what}: not a name")

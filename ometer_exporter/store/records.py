@@ -10,9 +10,12 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ometer_exporter.measure.results import Kind, ModelResult, model_kind
+
+if TYPE_CHECKING:
+    from ometer_exporter.store.capacity import CapacityRecord
 
 # Histogram upper bounds (seconds): ~14 buckets each.
 TTFT_BUCKETS: Final = (
@@ -68,16 +71,21 @@ class Inventory:
 
     @classmethod
     def from_json(cls, text: str) -> Inventory:
-        return cls(**_stored_fields(cls, text, INVENTORY_RULES))
+        return cls(**stored_fields(cls, text, INVENTORY_RULES))
 
 
-def _stored_fields(cls: type, text: str, rules: Mapping[str, Rule]) -> dict[str, Any]:
+def stored_fields(cls: type, text: str, rules: Mapping[str, Rule]) -> dict[str, Any]:
     """A stored JSON object's known fields, each checked as input from a server would be:
     type and range (``rules``); unknown ones, from a newer version, are dropped. Raises
     ValueError naming the first bad field, so the row is skipped."""
     raw = json.loads(text)
     if not isinstance(raw, dict):
         raise ValueError("not an object")
+    return checked_fields(cls, raw, rules)
+
+
+def checked_fields(cls: type, raw: Mapping[str, Any], rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """The known fields of one decoded object (``stored_fields``), checked."""
     known = {f.name for f in fields(cls)}
     data: dict[str, Any] = {}
     for key, value in raw.items():
@@ -89,7 +97,8 @@ def _stored_fields(cls: type, text: str, rules: Mapping[str, Rule]) -> dict[str,
     return data
 
 
-# -- the checks of a stored row (``Record.from_json``, ``Inventory.from_json``) ----------------
+# -- the checks of a stored row (``Record.from_json``, ``Inventory.from_json``, the store's
+# capacity records) ---------------------------------------------------------------------------
 
 Rule = Callable[[Any], Any]  # returns the checked value, raises ValueError/TypeError
 
@@ -100,7 +109,7 @@ MAX_ERROR: Final = 65_536  # an error message
 MAX_ITEMS: Final = 1024  # capabilities of a model, runs of a cycle
 
 
-def _a_float(value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+def a_float(value: Any, low: float = -math.inf, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{type(value).__name__}, not a number")
     try:
@@ -117,11 +126,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"
 
 
-def _optional(rule: Rule) -> Rule:
+def optional(rule: Rule) -> Rule:
     return lambda value: None if value is None else rule(value)
 
 
-def _text(limit: int) -> Rule:
+def text(limit: int) -> Rule:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise TypeError(f"{type(value).__name__}, not a string")
@@ -133,13 +142,13 @@ def _text(limit: int) -> Rule:
     return check
 
 
-def _bool(value: Any) -> bool:
+def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{type(value).__name__}, not true or false")
     return value
 
 
-def _count(value: Any) -> int:
+def count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{type(value).__name__}, not an integer")
     if not 0 <= value <= MAX_COUNT:
@@ -147,7 +156,7 @@ def _count(value: Any) -> int:
     return value
 
 
-def _items(rule: Rule) -> Rule:
+def items(rule: Rule) -> Rule:
     def check(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list | tuple):
             raise TypeError(f"{type(value).__name__}, not a list")
@@ -164,52 +173,52 @@ def _kind(value: Any) -> str:
     return str(value)
 
 
-_TIME: Final[Rule] = lambda value: _a_float(value, 0.0, MAX_TIMESTAMP)  # noqa: E731
-_SECONDS: Final[Rule] = _optional(lambda value: _a_float(value, 0.0))  # durations, rates
-_NAME: Final = _text(MAX_TEXT)
+_TIME: Final[Rule] = lambda value: a_float(value, 0.0, MAX_TIMESTAMP)  # noqa: E731
+_SECONDS: Final[Rule] = optional(lambda value: a_float(value, 0.0))  # durations, rates
+_NAME: Final = text(MAX_TEXT)
 INVENTORY_RULES: Final[Mapping[str, Rule]] = {
     "family": _NAME,
     "parameter_size": _NAME,
     "quantization_level": _NAME,
     "format": _NAME,
-    "parameters": _optional(_count),
-    "context_length": _optional(_count),
-    "size_bytes": _optional(_count),
-    "modified_at": _optional(_TIME),
-    "capabilities": _items(_NAME),
-    "loaded": _optional(_bool),
-    "vram_bytes": _optional(_count),
-    "wanted": _bool,
-    "select_all": _bool,
+    "parameters": optional(count),
+    "context_length": optional(count),
+    "size_bytes": optional(count),
+    "modified_at": optional(_TIME),
+    "capabilities": items(_NAME),
+    "loaded": optional(boolean),
+    "vram_bytes": optional(count),
+    "wanted": boolean,
+    "select_all": boolean,
 }
 RECORD_RULES: Final[Mapping[str, Rule]] = {
     "kind": _kind,
     "started_at": _TIME,
     "finished_at": _TIME,
-    "success": _bool,
+    "success": boolean,
     "ttft": _SECONDS,
     "time_to_first_content": _SECONDS,
     "tokens_per_second": _SECONDS,
     "client_tokens_per_second": _SECONDS,
-    "output_tokens_approximate": _bool,
+    "output_tokens_approximate": boolean,
     "prompt_tokens_per_second": _SECONDS,
     "request_duration": _SECONDS,
-    "queue_wait": _optional(_a_float),  # total - load - prompt_eval - eval: may dip below 0
+    "queue_wait": optional(a_float),  # total - load - prompt_eval - eval: may dip below 0
     "load_duration": _SECONDS,
-    "error_type": _optional(_NAME),
-    "error": _optional(_text(MAX_ERROR)),
-    "run_ttft": _items(_SECONDS),
-    "run_tokens_per_second": _items(_SECONDS),
+    "error_type": optional(_NAME),
+    "error": optional(text(MAX_ERROR)),
+    "run_ttft": items(_SECONDS),
+    "run_tokens_per_second": items(_SECONDS),
     "prompt_set": _NAME,
-    "num_predict": _optional(_count),
+    "num_predict": optional(count),
     "think": _NAME,
-    "url": _text(MAX_ERROR),
-    "length_prompt_tokens": _items(_count),
-    "length_actual_tokens": _items(_optional(_count)),
-    "length_ttft": _items(_SECONDS),
-    "length_prefill_tokens_per_second": _items(_SECONDS),
-    "length_note": _items(_NAME),
-    "ttft_per_1k_prompt_tokens": _optional(_a_float),
+    "url": text(MAX_ERROR),
+    "length_prompt_tokens": items(count),
+    "length_actual_tokens": items(optional(count)),
+    "length_ttft": items(_SECONDS),
+    "length_prefill_tokens_per_second": items(_SECONDS),
+    "length_note": items(_NAME),
+    "ttft_per_1k_prompt_tokens": optional(a_float),
     "ollama_version": _NAME,
 }
 
@@ -315,7 +324,7 @@ class Record:
 
     @classmethod
     def from_json(cls, text: str) -> Record:
-        return cls(**_stored_fields(cls, text, RECORD_RULES))
+        return cls(**stored_fields(cls, text, RECORD_RULES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +416,11 @@ class ModelEntry:
     load_duration: float | None = None
     status: Status = "pending"
     due_at: float | None = None  # Unix seconds: when it is next due (None: not known yet)
+    # The load sweep (``benchmark.capacity``): the latest published one, sweeps that ended
+    # without a record by reason (``Abort``), and when the next one is due.
+    capacity: CapacityRecord | None = None
+    capacity_aborted: tuple[tuple[str, int], ...] = ()
+    capacity_due_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,10 @@ from types import MappingProxyType
 from typing import Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ometer_exporter.config.settings import CapacitySettings
+from ometer_exporter.measure.capacity import Sweep
 from ometer_exporter.measure.results import ModelResult
+from ometer_exporter.store.capacity import CapacityRecord
 from ometer_exporter.store.database import Database, PointRow
 from ometer_exporter.store.records import (
     EMPTY_SNAPSHOT,
@@ -241,6 +244,43 @@ class Store:
         self._swap(models=models)
         return bench
 
+    def record_capacity(
+        self, target: str, model: str, sweep: Sweep, settings: CapacitySettings, *, url: str = ""
+    ) -> CapacityRecord | None:
+        """A sweep ended. Contended or not loaded: the abort is counted by reason and the
+        previous record stays (None). Else it is the model's record (refused part-way: the
+        levels before the refusal, with what the server said, and the abort counted too)."""
+        key = (target, model)
+        entry = self._snapshot.models.get(key) or ModelEntry(target, model)
+        if sweep.aborted is not None:
+            entry = replace(
+                entry, capacity_aborted=_merge_counts(entry.capacity_aborted, sweep.aborted)
+            )
+        published: CapacityRecord | None = None
+        if sweep.aborted in (None, "refused") and sweep.levels:
+            state = self._snapshot.targets.get(target)
+            version = state.version or "" if state is not None else ""
+            published = CapacityRecord.from_sweep(
+                sweep, settings, url=without_userinfo(url), ollama_version=version
+            )
+            entry = replace(entry, capacity=published)
+        models = dict(self._snapshot.models)
+        models[key] = entry
+        self._swap(models=models)
+        return published
+
+    def set_capacity_due(self, target: str, due: Mapping[str, float | None]) -> None:
+        """When each model's next sweep is due (the page's "next sweep")."""
+        models = dict(self._snapshot.models)
+        changed = False
+        for model, at in due.items():
+            entry = models.get((target, model))
+            if entry is not None and entry.capacity_due_at != at:
+                models[(target, model)] = replace(entry, capacity_due_at=at)
+                changed = True
+        if changed:
+            self._swap(models=models)
+
     def mark_failed(self, target: str, error_type: str, error: str) -> None:
         """A target went down: its models keep their last values with success 0."""
         models = dict(self._snapshot.models)
@@ -272,7 +312,18 @@ class Store:
                 last_success=bench.finished_at if bench.success else None,
                 load_duration=bench.load_duration,
             )
+        for target, model, sweep in await asyncio.to_thread(self._db.latest_capacity):
+            key = (target, model)
+            if target in self._snapshot.targets:
+                models[key] = replace(models.get(key) or ModelEntry(target, model), capacity=sweep)
         self._swap(models=models, rows_skipped=self._db.rows_skipped)
+
+    async def persist_capacity(self, target: str, model: str, record: CapacityRecord) -> None:
+        """Write a published sweep, in a worker thread."""
+        if self._db is None:
+            return
+        async with self._lock:
+            await asyncio.to_thread(self._db.write_capacity, target, model, record)
 
     async def persist(self, target: str, model: str, bench: Record) -> None:
         """Write a result, with the model's inventory as it is now, in a worker thread."""
@@ -309,3 +360,9 @@ class Store:
         if self._db is not None:
             async with self._lock:
                 await asyncio.to_thread(self._db.close)
+
+
+def _merge_counts(counts: tuple[tuple[str, int], ...], key: str) -> tuple[tuple[str, int], ...]:
+    merged = dict(counts)
+    merged[key] = merged.get(key, 0) + 1
+    return tuple(sorted(merged.items()))
