@@ -647,10 +647,38 @@ def test_capacity_merges_per_target_and_is_checked() -> None:
         assert f"c.{key}" in text, key
 
 
-def test_capacity_is_not_a_config_key_yet(tmp_path: Path) -> None:
+def test_capacity_from_the_file_with_a_target_override(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("benchmark: {capacity: {enabled: true}}\n")
-    assert "benchmark.capacity" in str(problems(path))
+    path.write_text(
+        "benchmark:\n"
+        "  capacity: {enabled: true, window: '01:00-05:00', concurrency: [1, 2, 4],\n"
+        "             slo: {ttft: 500ms, tpot: 25ms}}\n"
+        "targets:\n"
+        "  - {name: a, url: 'http://a:11434'}\n"
+        "  - {name: b, url: 'http://b:11434', capacity: {enabled: false, slo: {attainment: 0.9}}}\n"
+    )
+    a, b = load(path).targets
+    assert a.benchmark.capacity.enabled and not b.benchmark.capacity.enabled
+    assert a.benchmark.capacity.concurrency == b.benchmark.capacity.concurrency == (1, 2, 4)
+    assert (b.benchmark.capacity.slo.ttft, b.benchmark.capacity.slo.attainment) == (0.5, 0.9)
+    assert a.benchmark.capacity.interval == 86400.0  # the default
+    shown = describe(load(path))
+    assert "sweeps: every 24h starting within 01:00-05:00, concurrency [1, 2, 4]," in shown
+    assert "SLO TTFT 500ms, TPOT 25ms, attainment 95%" in shown
+    assert "capacity sweeps: off" in shown  # target b
+
+
+def test_every_bad_capacity_key_is_listed(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "benchmark: {capacity: {enabled: maybe, interval: soon, requests_per_level: 0}}\n"
+        "targets: [{name: a, url: 'http://a:11434', capacity: {concurrency: [], slo: 1}}]\n"
+    )
+    text = str(problems(path))
+    for key in ("benchmark.capacity.enabled", "benchmark.capacity.interval",
+                "benchmark.capacity.requests_per_level", "targets[0].capacity.concurrency",
+                "targets[0].capacity.slo"):  # fmt: skip
+        assert key in text, (key, text)
 
 
 @pytest.mark.parametrize(

@@ -54,10 +54,18 @@ class EngineClient(Protocol):
 
     async def unload(self, model: str, *, embedding: bool = False) -> None: ...
 
+    async def busy(self) -> bool | None: ...  # a request in progress now (None: not told)
+
     async def aclose(self) -> None: ...
 
 
 def client_for(target: TargetSettings) -> EngineClient:
     """The client of the API the target speaks."""
     kind = OpenAIClient if target.api == "openai" else OllamaClient
-    return kind(target.url, api_key=target.api_key, timeouts=target.benchmark.timeouts)
+    capacity = target.benchmark.capacity
+    # A load sweep needs a kept-alive connection per concurrent user of its largest level.
+    connections = max(capacity.concurrency) if capacity.enabled else 4
+    return kind(
+        target.url, api_key=target.api_key, timeouts=target.benchmark.timeouts,
+        connections=connections,
+    )  # fmt: skip

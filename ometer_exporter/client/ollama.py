@@ -155,6 +155,11 @@ class OllamaClient:
         """The models loaded; a bad entry is left out (with a warning), not the whole reply."""
         return await self._entries(await self._json("GET", "/api/ps"), "/api/ps", parse_loaded)
 
+    async def busy(self) -> bool | None:
+        """Whether the server is serving a request now, where it says so directly: Ollama does
+        not (its ``/api/ps`` expiries tell it, see ``measure.contention``)."""
+        return None
+
     async def _entries(self, obj: Any, path: str, parse: Callable[[Any], _Entry]) -> list[_Entry]:
         out: list[_Entry] = []
         bad = 0

@@ -131,6 +131,16 @@ class OpenAIClient(OllamaClient):
     async def unload(self, model: str, *, embedding: bool = False) -> None:
         """Nothing: the exporter never loads a model on these servers."""
 
+    async def busy(self) -> bool | None:
+        """llama.cpp: whether one of its slots is processing a request (``/slots``); None on
+        other engines, or when llama-server runs with ``--no-slots``."""
+        if self.engine != "llama.cpp":
+            return None
+        slots = await self._probe("/slots")
+        if not isinstance(slots, list):
+            return None
+        return any(isinstance(s, dict) and s.get("is_processing") is True for s in slots[:4096])
+
     async def _lm_studio(self) -> dict[str, dict[str, Any]]:
         reply = await self._probe("/api/v0/models")
         data = reply.get("data") if isinstance(reply, dict) else None

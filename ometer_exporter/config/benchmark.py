@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from ometer_exporter.config.capacity import CapacityPatch, apply_capacity, parse_capacity
 from ometer_exporter.config.checks import Checker, join_path, kind_of, show
 from ometer_exporter.config.settings import (
     MAX_MODELS_RANGE,
@@ -25,7 +26,7 @@ TIMEOUT_KEYS: Final = ("connect", "first_byte", "idle", "total")
 BENCHMARK_KEYS: Final = (
     "interval", "jitter", "idle_before", "runs", "prompts", "num_predict",
     "temperature", "seed", "think", "unload_after", "timeouts", "max_models", "prompt_tokens",
-    "prompt_num_predict",
+    "prompt_num_predict", "capacity",
 )  # fmt: skip
 _THINK_MODES: Final[dict[str, ThinkMode]] = {"auto": "auto", "true": "true", "false": "false"}
 
@@ -53,6 +54,7 @@ class BenchmarkPatch:
     prompt_tokens: tuple[int, ...] | None = None
     prompt_num_predict: int | None = None
     max_models: int | None = None
+    capacity: CapacityPatch = field(default_factory=dict)
 
     def apply(self, base: BenchmarkSettings) -> BenchmarkSettings:
         t = self.timeouts
@@ -76,6 +78,7 @@ class BenchmarkPatch:
                 total=t.get("total", base.timeouts.total),
             ),
             max_models=first(self.max_models, base.max_models),
+            capacity=apply_capacity(self.capacity, base.capacity),
         )
 
 
@@ -119,6 +122,8 @@ def _parse_workload(
     if "max_models" in section:
         at = join_path(path, "max_models")
         patch.max_models = checker.in_range(section["max_models"], at, MAX_MODELS_RANGE)
+    if "capacity" in section:
+        patch.capacity = parse_capacity(checker, section["capacity"], join_path(path, "capacity"))
 
 
 def _parse_request_options(

@@ -7,7 +7,12 @@ from dataclasses import fields
 
 from ometer_exporter.config.checks import format_duration
 from ometer_exporter.config.display import describe as describe_display
-from ometer_exporter.config.settings import BenchmarkSettings, Settings, TargetSettings
+from ometer_exporter.config.settings import (
+    BenchmarkSettings,
+    CapacitySettings,
+    Settings,
+    TargetSettings,
+)
 
 
 def describe(settings: Settings) -> str:
@@ -61,6 +66,22 @@ def _describe_benchmark(b: BenchmarkSettings) -> str:
         f"idle {format_duration(t.idle)}, total {format_duration(t.total)}; prompt lengths: "
         f"{', '.join(map(str, b.prompt_tokens)) or 'none'}"
         f"{f' (num_predict {b.prompt_num_predict})' if b.prompt_tokens else ''}"
+        f"; capacity sweeps: {describe_capacity(b.capacity)}"
+    )
+
+
+def describe_capacity(c: CapacitySettings) -> str:
+    """The load sweep's settings in a phrase ("off" when not enabled)."""
+    if not c.enabled:
+        return "off"
+    window = f" starting within {c.window}" if c.window else ""
+    refine = ", refined" if c.refine else ""
+    return (
+        f"every {format_duration(c.interval)}{window}, concurrency "
+        f"[{', '.join(map(str, c.concurrency))}], {c.requests_per_level} requests per level, "
+        f"num_predict {c.num_predict}, SLO TTFT {format_duration(c.slo.ttft)}, "
+        f"TPOT {format_duration(c.slo.tpot)}, "
+        f"attainment {c.slo.attainment * 100:g}%{refine}"
     )
 
 
@@ -73,7 +94,8 @@ def describe_target(target: TargetSettings) -> str:
         f"{target.name}: {target.url}{kind}, select {target.select}, "
         f"interval {format_duration(b.interval)}, idle_before {format_duration(b.idle_before)}, "
         f"include {', '.join(target.include) or 'any'}, "
-        f"exclude {', '.join(target.exclude) or 'none'}"
+        f"exclude {', '.join(target.exclude) or 'none'}, "
+        f"capacity sweeps {describe_capacity(b.capacity)}"
     )
 
 
@@ -112,6 +134,8 @@ def _differences(before: TargetSettings, after: TargetSettings) -> list[str]:
 
 
 def _shown(value: object) -> str:
+    if isinstance(value, CapacitySettings):
+        return f"({describe_capacity(value)})"
     if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
         return f"[{', '.join(value)}]" if len(value) <= 4 else f"{len(value)} entries"
     return str(value)

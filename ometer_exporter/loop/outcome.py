@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ometer_exporter.config.checks import format_duration
+from ometer_exporter.measure.capacity import Sweep
 from ometer_exporter.measure.results import ModelResult
 
 NAMES_SHOWN: Final = 8  # a line names at most this many models per group, then "+N more"
@@ -96,3 +97,41 @@ def describe_run(result: ModelResult) -> str:
     if first is not None and first.error:
         figures.append(f"error: {first.error}")
     return f"{result.model}: " + ", ".join(figures)
+
+
+_ABORTED: Final = {
+    "contended": "someone else's requests came in; tried again once the model is idle",
+    "load_failed": "the model could not be loaded",
+}
+
+
+def describe_sweep(model: str, sweep: Sweep) -> str:
+    """A load sweep's INFO line: the verdict, each level's figures, how it ended."""
+    took = format_duration(max(1, round(sweep.finished_at - sweep.started_at)))
+    slo = sweep.slo
+    if sweep.aborted in _ABORTED:
+        error = f": {sweep.error}" if sweep.error else ""
+        return f"load sweep of {model} aborted after {took} ({_ABORTED[sweep.aborted]}{error})"
+    best = sweep.max_concurrency
+    verdict = f"{best or 0} concurrent users within SLO"
+    levels = []
+    for level in sweep.levels:
+        p95 = level.quantiles(lambda r: r.ttft).get(0.95)
+        rate = level.output_tokens_per_second
+        levels.append(
+            f"{level.concurrency}: {'pass' if level.passed else 'miss'} "
+            f"{level.attainment * 100:.0f}%"
+            + (f", p95 TTFT {p95 * 1000:.0f}ms" if p95 is not None else "")
+            + (f", {rate:.1f} tok/s" if rate is not None else "")
+            + (" (event loop lag)" if level.lagged else "")
+        )
+    line = (
+        f"load sweep of {model} took {took}: {verdict} (TTFT ≤ {format_duration(slo.ttft)}, "
+        f"TPOT ≤ {format_duration(slo.tpot)}, {slo.attainment * 100:g}% of requests); "
+        f"levels {'; '.join(levels) or 'none'}"
+    )
+    if sweep.parallel_slots is not None:
+        line += f"; the server runs {sweep.parallel_slots} requests at a time"
+    if sweep.aborted == "refused":
+        line += f"; stopped: the server refused a request ({sweep.error})"
+    return line

@@ -32,11 +32,13 @@ from ometer_exporter.config.settings import TargetSettings
 from ometer_exporter.loop.holds import UsageHolds, account_of
 from ometer_exporter.loop.idle import IdleTracker
 from ometer_exporter.loop.inventory import inventory_of
-from ometer_exporter.loop.outcome import Outcome, describe_run
+from ometer_exporter.loop.outcome import Outcome, describe_run, describe_sweep
 from ometer_exporter.loop.selection import method_of, reported_models, wanted
+from ometer_exporter.loop.sweeps import SweepSchedule
+from ometer_exporter.measure.capacity import Sweep
 from ometer_exporter.measure.lag import LoopLagProbe
-from ometer_exporter.measure.model import measure_model
-from ometer_exporter.measure.results import ModelResult
+from ometer_exporter.measure.model import measure_capacity, measure_model
+from ometer_exporter.measure.results import ModelResult, model_kind
 from ometer_exporter.names import canonical_name
 from ometer_exporter.store.records import Inventory, Status
 from ometer_exporter.store.store import Store
@@ -50,6 +52,7 @@ POLLS_TO_DOWN: Final = 2  # consecutive failed polls that mark a target down
 MIN_WAKE: Final = 0.05  # never sleep less than this between two passes
 BACKOFF_START: Final = 5.0
 BACKOFF_MAX: Final = 300.0
+SWEEP_PAUSE: Final = 2.0  # seconds of quiet a load sweep waits for before and after each level
 
 
 class CycleProgress(Protocol):
@@ -92,6 +95,7 @@ class TargetWorker:
         self._due: dict[str, float] = {}  # model -> Unix time it is next due
         self._waiting: set[str] = set()  # loaded, due models waiting for their quiet period
         self._tokens_per_word: dict[str, float] = {}  # the prompt-length axis's calibration
+        self.sweeps = SweepSchedule(target.benchmark.capacity)
         self._next_cycle = 0.0  # Unix time
         self._failures = 0  # consecutive failed cycles
         self._reconnects = 0  # the client's count already added to the store
@@ -123,6 +127,11 @@ class TargetWorker:
     async def _start(self) -> None:
         """Stored results still fresh (a restart): refresh the inventory, benchmark when due."""
         self._due = self._stored_due()
+        self.sweeps.restore({
+            model: entry.capacity.finished_at
+            for (target, model), entry in self.store.snapshot.models.items()
+            if target == self.target.name and entry.capacity is not None
+        })  # fmt: skip
         newest = max(self._due.values(), default=None)
         if newest is None or newest <= time.time():
             return
@@ -245,9 +254,10 @@ class TargetWorker:
                 log.info("target %s (%s) answers again", self.target.name, self.target.url)
             return
         outcome = Outcome()
-        await self._sweep(outcome, cycle=False)
+        await self._measure_due(outcome, cycle=False)
         if outcome.attempted:
             log.info("target %s: between cycles: %s", self.target.name, outcome.summary())
+        await self._sweep_due(cycle=False)
 
     async def _poll(self) -> bool:
         """Read ``/api/ps``; after :data:`POLLS_TO_DOWN` failures in a row the target is down."""
@@ -326,10 +336,11 @@ class TargetWorker:
 
     async def cycle(self, outcome: Outcome | None = None) -> None:
         await self.discover()
-        await self._sweep(outcome if outcome is not None else Outcome(), cycle=True)
+        await self._measure_due(outcome if outcome is not None else Outcome(), cycle=True)
+        await self._sweep_due(cycle=True)
         self.cycles += 1
 
-    async def _sweep(self, outcome: Outcome, *, cycle: bool) -> None:
+    async def _measure_due(self, outcome: Outcome, *, cycle: bool) -> None:
         """Measure each due model that may be measured now; say where every model stands."""
         self._waiting.clear()
         statuses: dict[str, tuple[Status, float | None]] = {}
@@ -438,6 +449,71 @@ class TargetWorker:
         if not wanted_models or any(end is None for end in ends):
             return None
         return min(end for end in ends if end is not None)
+
+    # -- load sweeps -------------------------------------------------------------------------
+
+    def _sweepable(self, name: str) -> bool:
+        """A local chat model its target measures (a cloud model's capacity is not ours to
+        load-test, and an embedding model has no tokens to stream)."""
+        if self.target.cloud or name in self._cloud_models or not wanted(self.target, name):
+            return False
+        entry = self.store.snapshot.models.get((self.target.name, name))
+        caps = entry.inventory.capabilities if entry and entry.inventory else ()
+        return model_kind(caps) == "chat"
+
+    async def _sweep_due(self, *, cycle: bool) -> None:
+        """At most one load sweep per pass (so polls and measurements go on between sweeps of
+        several models): the first due model that may be swept now — in the window, and loaded
+        and idle (``select: all`` loads one in a cycle)."""
+        if not self.target.benchmark.capacity.enabled:
+            return
+        now = time.time()
+        models = [name for name in self._models if self._sweepable(name)]
+        self.store.set_capacity_due(
+            self.target.name, {m: self.sweeps.next_start(m, now) for m in models}
+        )
+        if not self.sweeps.may_start(now):
+            return
+        for name in models:
+            if not self.sweeps.is_due(name, now):
+                continue
+            if self.target.watches_loaded:
+                if self.idle.loaded(name):
+                    if not await self._idle(name):
+                        continue
+                elif self.target.select == "loaded" or not cycle:
+                    continue
+            await self.sweep_capacity(name, allow_load=self.target.select == "all")
+            return
+
+    async def sweep_capacity(self, model: str, *, allow_load: bool) -> Sweep | None:
+        """One load sweep of ``model``; its record (if it publishes one) is stored and
+        persisted. None: not loaded, and loading is not allowed."""
+        target = self.target
+        entry = self.store.snapshot.models.get((target.name, model))
+        caps = entry.inventory.capabilities if entry and entry.inventory else ()
+        log.info("target %s: load sweep of %s begins (%d levels)",
+                 target.name, model, len(target.benchmark.capacity.concurrency))  # fmt: skip
+        sweep = await measure_capacity(
+            self.client, model, caps, target.benchmark, watches_loaded=target.watches_loaded,
+            allow_load=allow_load, lag_probe=self.lag_probe, pause=SWEEP_PAUSE,
+        )  # fmt: skip
+        self._count_reconnects()
+        if sweep is None:
+            return None
+        self.sweeps.after(model, sweep)
+        record = self.store.record_capacity(
+            target.name, model, sweep, target.benchmark.capacity, url=target.url
+        )
+        if record is not None:
+            await self.store.persist_capacity(target.name, model, record)
+        self.store.set_capacity_due(
+            target.name, {model: self.sweeps.next_start(model, time.time())}
+        )
+        log.info("target %s: %s", target.name, describe_sweep(model, sweep))
+        if target.watches_loaded:
+            await self._poll()  # our requests moved the expiry: the quiet period starts again
+        return sweep
 
     async def benchmark(self, model: str, *, allow_load: bool) -> ModelResult | None:
         """Measure one model, then record and persist its result (None: not loaded, skipped).

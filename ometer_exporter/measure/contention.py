@@ -32,6 +32,7 @@ QUEUE_WAIT_LIMIT: Final = 0.1  # seconds a run may wait for a slot before it cou
 # Ollama marks the runner idle just after the reply's last byte: re-read a stale expiry this many
 # seconds later before concluding someone else's request is still running.
 SETTLE_READS: Final = (0.0, 0.02, 0.05, 0.1)
+PAUSE_READS: Final = 4  # reads of a busy flag during a sweep's quiet pause
 
 
 async def loaded_entry(client: EngineClient, model: str) -> LoadedModel | None:
@@ -100,3 +101,33 @@ class QuietGate:
         except OllamaError:
             return True  # unknown is quiet: a failing /api/ps never aborts a sweep
         return (entry.expires_at if entry is not None else None) == before
+
+
+class SlotGate:
+    """The same question on a server without ``/api/ps`` that says when a slot is busy
+    (llama.cpp's ``/slots``): after our last reply no slot may stay busy beyond the settle
+    reads, nor become busy during ``pause`` (read a few times). A server that tells nothing
+    is taken as quiet: contention cannot be seen there."""
+
+    def __init__(self, client: EngineClient, pause: float) -> None:
+        self.client = client
+        self.pause = pause
+
+    async def __call__(self) -> bool:
+        for delay in SETTLE_READS:
+            await asyncio.sleep(delay)
+            if not await self._busy():
+                break
+        else:
+            return False
+        for _ in range(PAUSE_READS):
+            await asyncio.sleep(self.pause / PAUSE_READS)
+            if await self._busy():
+                return False
+        return True
+
+    async def _busy(self) -> bool:
+        try:
+            return await self.client.busy() is True
+        except OllamaError:
+            return False  # unknown is quiet, as with /api/ps

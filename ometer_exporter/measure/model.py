@@ -30,7 +30,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, Final
 
@@ -44,7 +44,13 @@ from ometer_exporter.client.errors import (
 from ometer_exporter.client.replies import ChatStream, EmbedResponse
 from ometer_exporter.config.settings import BenchmarkSettings
 from ometer_exporter.measure.capacity import Sweep, sweep
-from ometer_exporter.measure.contention import IdleWatch, QuietGate, loaded_entry, queued
+from ometer_exporter.measure.contention import (
+    IdleWatch,
+    QuietGate,
+    SlotGate,
+    loaded_entry,
+    queued,
+)
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.measure.lengths import OLD_DEFAULT_CONTEXT, measure_lengths, plan_lengths
 from ometer_exporter.measure.results import (
@@ -131,20 +137,27 @@ async def measure_capacity(
     capabilities: Iterable[str],
     settings: BenchmarkSettings,
     *,
+    watches_loaded: bool = True,
     allow_load: bool = True,
     lag_probe: LoopLagProbe | None = None,
     pause: float = 1.0,
 ) -> Sweep | None:
-    """The load sweep (``settings.capacity``) on one local chat model; None when it is not
-    loaded and loading is not allowed. ``pause`` is the quiet wait around each level. A model
-    the sweep loaded is unloaded after it, and on cancellation within a second."""
+    """The load sweep (``settings.capacity``) on one chat model; None when it is not loaded and
+    loading is not allowed. ``pause`` is the quiet wait around each level: on a server with
+    ``/api/ps`` (``watches_loaded``) its expiries show foreign traffic, elsewhere the server's
+    busy flag where it has one (llama.cpp's ``/slots``). A model the sweep loaded is unloaded
+    after it, and on cancellation within a second."""
     caps = frozenset(capabilities)
     capacity = settings.capacity
     requests = _Requests(client, model, model_kind(caps), caps, settings, lag_probe)
-    watch = await _watch(client, model)
-    loaded_by_us = not watch.loaded
-    if loaded_by_us and not allow_load:
-        return None
+    quiet: Callable[[], Awaitable[bool]] = SlotGate(client, pause)
+    loaded_by_us = False
+    if watches_loaded:
+        watch = await _watch(client, model)
+        loaded_by_us = not watch.loaded
+        if loaded_by_us and not allow_load:
+            return None
+        quiet = QuietGate(watch, pause)
     try:
         if loaded_by_us:
             warmup = await requests.run(warmup=True, keep_alive=None, index=0)
@@ -170,7 +183,7 @@ async def measure_capacity(
 
         result = await sweep(
             send, capacity.concurrency, requests=capacity.requests_per_level, slo=capacity.slo,
-            quiet=QuietGate(watch, pause), refine=capacity.refine, warm=warm,
+            quiet=quiet, refine=capacity.refine, warm=warm,
         )  # fmt: skip
     except asyncio.CancelledError:
         if loaded_by_us:

@@ -111,13 +111,20 @@ class RunResult:
 
     @property
     def queue_wait(self) -> float | None:
-        """Server-side wait for a slot: ``total - load - prompt_eval - eval``."""
+        """Server-side wait for a slot: ``total - load - prompt_eval - eval``. A server that
+        reports its prompt and decode times but no total and no load (llama.cpp's ``timings``)
+        gets the client's request duration as the total: its wait then includes the round
+        trip, a millisecond or so on a local network."""
         d = self.done
-        parts = (d.total_duration, d.load_duration, d.prompt_eval_duration, d.eval_duration)
-        if any(p is None for p in parts):
+        total: float | None = None if d.total_duration is None else d.total_duration * _NS
+        load = d.load_duration
+        if total is None and load is None and self.request_duration is not None:
+            total, load = self.request_duration, 0
+        if total is None or load is None or d.prompt_eval_duration is None:
             return None
-        total, load, prompt, decode = (p or 0 for p in parts)
-        return max(0, total - load - prompt - decode) * _NS
+        if d.eval_duration is None:
+            return None
+        return max(0.0, total - (load + d.prompt_eval_duration + d.eval_duration) * _NS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ llama.cpp ``llama-server`` (``engine="llama.cpp"``), written from the public API
   ``/v1/embeddings``. The same generation as ``/api/chat`` serves it, so the two APIs give the
   same numbers up to the wire.
 * llama.cpp's server README: ``/props`` (``default_generation_settings.n_ctx``, ``total_slots``,
-  ``build_info``), ``/health``, ``/v1/models`` with ``owned_by: llamacpp`` and ``meta``; a first
+  ``build_info``), ``/health``, ``/slots`` (``is_processing`` per slot), ``/v1/models`` with ``owned_by: llamacpp`` and ``meta``; a first
   chunk with only ``delta.role``; ``timings`` (``prompt_n``, ``prompt_ms``, ``predicted_n``,
   ``predicted_ms`` and the derived rates) beside ``usage``; reasoning as
   ``delta.reasoning_content``; no ``/api/*``.
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 SSE = "text/event-stream"
 LLAMA_BUILD = "b7000-emulated"
 OPENAI_PATHS = frozenset({"/v1/models", "/v1/chat/completions", "/v1/embeddings"})
-LLAMA_PATHS = frozenset({"/props", "/health"})
+LLAMA_PATHS = frozenset({"/props", "/health", "/slots"})
 
 
 def error_body(message: str, status: int, *, llama: bool = False) -> bytes:
@@ -75,6 +75,16 @@ def props_body(emu: OllamaEmulator) -> dict[str, Any]:
         "chat_template": "",
         "build_info": emu.build,
     }
+
+
+def slots_body(emu: OllamaEmulator) -> list[dict[str, Any]]:
+    """llama.cpp's ``/slots``: one entry per parallel slot, ``is_processing`` while a request
+    holds it (the first ones, as many as requests are in flight)."""
+    busy = sum(state.in_flight for state in emu.loaded().values())
+    return [
+        {"id": i, "id_task": -1, "n_ctx": emu.default_num_ctx, "is_processing": i < busy}
+        for i in range(emu.num_parallel)
+    ]
 
 
 def chat_request(body: Any) -> dict[str, Any]:

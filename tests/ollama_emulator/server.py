@@ -507,6 +507,8 @@ class OllamaEmulator:
                 return await self._send_json(ctx, 200, {"status": "ok"})
             if path == "/props":
                 return await self._send_json(ctx, 200, openai.props_body(self))
+            if path == "/slots":
+                return await self._send_json(ctx, 200, openai.slots_body(self))
             if path == "/v1/models":
                 return await self._send_json(ctx, 200, openai.models_body(self))
             if ctx.request.method != "POST":
