@@ -12,8 +12,9 @@ Method (the definitions vLLM's ``bench serve`` and AIPerf use):
 * **Max concurrency under SLO**: the largest level whose attainment reaches the target. The
   sweep stops one level after the first failing one (to show the knee), or when the server
   refuses (an error), recorded with the reason.
-* **Parallel slots**: the largest level at which no request waited for a slot (queue wait at
-  most ``QUEUE_WAIT_LIMIT``): beyond it, TTFT is queueing. A hint, never a change to the server.
+* **Parallel slots**: the largest level at which requests did not wait for a slot (their median
+  queue wait at most ``Sweep.queue_limit``): beyond it, TTFT is queueing. A hint, never a change
+  to the server.
 * **Polite**: between levels the model must stay quiet for a pause — an expiry in ``/api/ps``
   that moves while we send nothing is someone else's request — and each level must end with
   the model idle (its expiry moved): otherwise the sweep stops as ``contended`` and the level
@@ -35,6 +36,7 @@ from ometer_exporter.measure.contention import QUEUE_WAIT_LIMIT
 from ometer_exporter.measure.results import RunResult
 
 QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
+QUEUE_SHARE: Final = 0.25  # of one user's request duration: a longer wait is for a slot
 
 Send = Callable[[], Awaitable[RunResult]]  # one request of the sweep's shape
 Quiet = Callable[[], Awaitable[bool]]  # True when no foreign request was seen
@@ -116,9 +118,10 @@ class Level:
         return self.error is None and self.attainment >= self.slo.attainment
 
     @property
-    def queued(self) -> bool:
-        """A request waited for a slot (the server reports the wait)."""
-        return any((w := r.queue_wait) is not None and w > QUEUE_WAIT_LIMIT for r in self.good)
+    def queue_wait(self) -> float | None:
+        """The median wait the server reports (None: it reports none)."""
+        waits = [w for r in self.good if (w := r.queue_wait) is not None]
+        return percentile(waits, 0.5)
 
     @property
     def lagged(self) -> bool:
@@ -144,14 +147,30 @@ class Sweep:
         return max(passing) if passing else None
 
     @property
+    def queue_limit(self) -> float:
+        """A median wait above this is a wait for a parallel slot: :data:`QUEUE_WAIT_LIMIT`, or
+        a quarter of one user's request duration when that is more (a batching server adds a
+        new request at its next decode step: a wait of a step or two, not of a slot)."""
+        first = min(self.levels, key=lambda lv: lv.concurrency, default=None)
+        if first is None:
+            return QUEUE_WAIT_LIMIT
+        alone = percentile([d for r in first.good if (d := r.request_duration) is not None], 0.5)
+        return max(QUEUE_WAIT_LIMIT, QUEUE_SHARE * (alone or 0.0))
+
+    def queued(self, level: Level) -> bool:
+        """At this level requests waited for a slot (their median wait is above the limit)."""
+        wait = level.queue_wait
+        return wait is not None and wait > self.queue_limit
+
+    @property
     def parallel_slots(self) -> int | None:
-        """The largest level at which nothing queued, below the first level that queued
-        (None: the server reports no queue wait, or every level queued)."""
-        if not any(r.queue_wait is not None for level in self.levels for r in level.good):
+        """The largest level at which requests did not wait for a slot, below the first level
+        at which they did (None: the server reports no queue wait, or every level queued)."""
+        if all(level.queue_wait is None for level in self.levels):
             return None
         slots = None
         for level in sorted(self.levels, key=lambda lv: lv.concurrency):
-            if level.queued:
+            if self.queued(level):
                 break
             slots = level.concurrency
         return slots

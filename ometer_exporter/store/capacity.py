@@ -57,12 +57,12 @@ class CapacityLevel:
     goodput: float  # requests per second that met every SLO
     attainment: float  # share of the requests that met every SLO (0-1)
     passed: bool  # attainment reached the target and nothing was refused
-    queued: bool  # a request waited for a parallel slot
+    queued: bool  # requests waited for a parallel slot (``Sweep.queued``)
     lagged: bool  # a request saw the exporter's event loop stall: timestamps doubtful
     window: float  # seconds from the first request sent to the last reply ended
 
     @classmethod
-    def from_level(cls, level: Level) -> CapacityLevel:
+    def from_level(cls, level: Level, *, queued: bool) -> CapacityLevel:
         return cls(
             concurrency=level.concurrency,
             requests=len(level.runs),
@@ -76,7 +76,7 @@ class CapacityLevel:
             goodput=level.goodput,
             attainment=level.attainment,
             passed=level.passed,
-            queued=level.queued,
+            queued=queued,
             lagged=level.lagged,
             window=level.window,
         )
@@ -111,7 +111,9 @@ class CapacityRecord:
         return cls(
             started_at=sweep.started_at,
             finished_at=sweep.finished_at,
-            levels=tuple(CapacityLevel.from_level(level) for level in sweep.levels),
+            levels=tuple(
+                CapacityLevel.from_level(lv, queued=sweep.queued(lv)) for lv in sweep.levels
+            ),
             max_concurrency=sweep.max_concurrency,
             parallel_slots=sweep.parallel_slots,
             slo_ttft=sweep.slo.ttft,

@@ -11,10 +11,10 @@ llama.cpp ``llama-server`` (``engine="llama.cpp"``), written from the public API
   ``/v1/embeddings``. The same generation as ``/api/chat`` serves it, so the two APIs give the
   same numbers up to the wire.
 * llama.cpp's server README: ``/props`` (``default_generation_settings.n_ctx``, ``total_slots``,
-  ``build_info``), ``/health``, ``/slots`` (``is_processing`` per slot), ``/v1/models`` with ``owned_by: llamacpp`` and ``meta``; a first
-  chunk with only ``delta.role``; ``timings`` (``prompt_n``, ``prompt_ms``, ``predicted_n``,
-  ``predicted_ms`` and the derived rates) beside ``usage``; reasoning as
-  ``delta.reasoning_content``; no ``/api/*``.
+  ``build_info``), ``/health``, ``/slots`` (``is_processing`` per slot), ``/v1/models`` with
+  ``owned_by: llamacpp`` and ``meta``; a first chunk with only ``delta.role``; ``timings``
+  (``prompt_n``, ``prompt_ms``, ``predicted_n``, ``predicted_ms`` and the derived rates) beside
+  ``usage``; reasoning as ``delta.reasoning_content``; no ``/api/*``.
 
 Ground truth is the same :class:`RequestRecord` per request (path ``/v1/chat/completions``).
 With ``close_reused=True`` the emulator closes a kept-alive connection that carried a streamed
