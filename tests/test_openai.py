@@ -13,11 +13,13 @@ import pytest
 from aiohttp import web
 from ollama_emulator import OllamaEmulator, RequestRecord, chat_model, embedding_model
 from ollama_emulator import thinking_model as thinking
+from service import until
 
+import ometer_exporter.loop.worker as worker_module
 from ometer_exporter.client.errors import ErrorType, OllamaError
 from ometer_exporter.client.ollama import OllamaClient
 from ometer_exporter.client.openai import OpenAIClient
-from ometer_exporter.config.settings import BenchmarkSettings, TargetSettings
+from ometer_exporter.config.settings import BenchmarkSettings, CapacitySettings, Slo, TargetSettings
 from ometer_exporter.loop.selection import method_of, target_state
 from ometer_exporter.loop.worker import TargetWorker
 from ometer_exporter.measure.model import measure_model
@@ -413,3 +415,69 @@ async def test_reconnects_are_a_counter_of_the_target(emulator_factory) -> None:
     assert state.reconnects == emu.closed_reused == 4  # runs 2 and 3 of each cycle
     counter = [v for spec, _, v in target_samples(state) if spec.name == "ometer_target_reconnects"]
     assert counter == [4.0]
+
+
+# --- load sweeps on an OpenAI-compatible server ------------------------------------------------
+
+
+async def test_slots_say_which_slots_are_processing(emulator_factory) -> None:
+    """llama-server's /slots (conformance, plain httpx): one entry per slot, ``is_processing``
+    while a request holds one."""
+    emu = await emulator_factory(
+        [chat_model(MODEL, decode_tokens_per_second=40.0, output_tokens=40)],
+        engine="llama.cpp", num_parallel=4,
+    )  # fmt: skip
+    async with httpx.AsyncClient(base_url=emu.url, timeout=30) as http:
+        idle = (await http.get("/slots")).json()
+        assert [(s["id"], s["is_processing"]) for s in idle] == [(i, False) for i in range(4)]
+        async with (
+            http.stream("POST", CHAT, json=ask(40)) as one,
+            http.stream("POST", CHAT, json=ask(40)) as two,
+        ):
+            await one.aiter_bytes().__anext__()
+            await two.aiter_bytes().__anext__()
+            busy = (await http.get("/slots")).json()
+            assert sum(s["is_processing"] for s in busy) == 2
+        await until(lambda: not any(r.finished is None for r in completions(emu)),
+                    what="both streams closed")  # fmt: skip
+        assert not any(s["is_processing"] for s in (await http.get("/slots")).json())
+
+
+async def test_an_openai_target_is_swept_through_the_worker(emulator_factory, monkeypatch) -> None:
+    """``api: openai`` against a llama-server emulation with four batching slots: the worker's
+    sweep publishes the curve, four users within the SLO, four slots inferred."""
+    emu = await emulator_factory(
+        [chat_model(MODEL, output_tokens=32, batch_slowdown=0.2)],
+        engine="llama.cpp", num_parallel=4, close_reused=True,
+    )  # fmt: skip
+    capacity = CapacitySettings(
+        enabled=True, concurrency=(1, 2, 4, 8), requests_per_level=8, num_predict=32,
+        slo=Slo(ttft=0.2, tpot=0.1),
+    )  # fmt: skip
+    target = TargetSettings(
+        name="llamacpp", url=emu.url + "/v1", cloud=False, api="openai",
+        benchmark=BenchmarkSettings(capacity=capacity),
+    )  # fmt: skip
+    monkeypatch.setattr(worker_module, "SWEEP_PAUSE", 0.1)
+    store = Store()
+    store.set_targets([target_state(target)])
+    worker = TargetWorker(target, store)
+    try:
+        await worker.discover()
+        sweep = await worker.sweep_capacity(MODEL, allow_load=False)
+    finally:
+        await worker.aclose()
+    assert sweep is not None and sweep.aborted is None, sweep
+    record = store.snapshot.models[("llamacpp", MODEL)].capacity
+    assert record is not None
+    assert [lv.concurrency for lv in record.levels] == [1, 2, 4, 8]
+    assert (record.max_concurrency, record.parallel_slots) == (4, 4)
+    assert [lv.queued for lv in record.levels] == [False, False, False, True]
+    assert (
+        record.slots_hint
+        == "from 8 users on, TTFT is queueing: the server decodes 4 requests at a time"
+    )
+    swept = [
+        r for r in completions(emu) if r.body and r.body.get("options", {}).get("num_predict") == 32
+    ]
+    assert len(swept) == 8 * 4

@@ -35,9 +35,9 @@ from ometer_exporter.client.errors import (
 )
 from ometer_exporter.client.pool import (
     CLOSED_BEFORE_REPLY,
+    Attempt,
+    can_retry,
     drop_idle,
-    headers_sent,
-    reuses_connection,
 )
 from ometer_exporter.client.replies import (
     ChatStream,
@@ -102,6 +102,7 @@ class OllamaClient:
         user, or each request past them would pay a new connection in its TTFT)."""
         self._timeouts = timeouts or Timeouts()
         self._api_key = api_key or None
+        self._keepalive = connections
         headers = {
             "User-Agent": f"ometer-exporter/{__version__}",
             "Accept": "application/json",
@@ -313,22 +314,28 @@ class OllamaClient:
 
     async def _send(self, request: httpx.Request) -> tuple[httpx.Response, float]:
         """The response's headers, and when the request that got them was sent: a request that
-        a reused connection lost before any response byte is sent again, once, on a fresh
-        connection (``client/pool.py``), and its time starts then (never in a TTFT)."""
+        a reused connection lost before any response byte is sent again on a fresh connection
+        (``client/pool.py``), and its time starts then (never in a TTFT)."""
         sent_at = perf_counter()
+        retry = can_retry(self._http)
         try:
-            reused = reuses_connection(self._http)
-            try:
-                return await self._http.send(request, stream=True), sent_at
-            except CLOSED_BEFORE_REPLY:
-                if not reused:
-                    raise
-            self.reconnects += 1
-            log.debug("%s: a kept-alive connection was closed; sending again", request.url.path)
-            await drop_idle(self._http)
-            sent = headers_sent(request)
-            response = await self._http.send(request, stream=True)
-            return response, sent[0] if sent else sent_at
+            for again in range(self._keepalive + 2):
+                attempt = Attempt(request)
+                try:
+                    response = await self._http.send(request, stream=True)
+                except CLOSED_BEFORE_REPLY:
+                    if not retry or attempt.connected or again > self._keepalive:
+                        raise
+                else:
+                    return response, (attempt.headers_at or sent_at) if again else sent_at
+                # A kept-alive connection the server had closed. Under concurrent requests
+                # another one's spent connection can come back to the pool meanwhile: sent
+                # again until it goes out on a connection it opened itself.
+                self.reconnects += 1
+                log.debug("%s: a kept-alive connection was closed; sending again",
+                          request.url.path)  # fmt: skip
+                await drop_idle(self._http)
+            raise AssertionError("unreachable")  # the last round raises or returns
         except httpx.ConnectTimeout:
             raise OllamaTimeout(
                 f"{request.url.path}: connect deadline of {self._timeouts.connect:g}s passed",

@@ -2,9 +2,11 @@
 
 Some servers close a kept-alive connection without saying so — llama.cpp's llama-server after a
 streamed response — and the next request sent on it fails with "Server disconnected without
-sending a response". Nothing reached the model then, so the client sends it again, once, on a
-fresh connection (``OllamaClient._send``). These helpers read httpx's pool through its public
-``connections`` list (httpcore); with any other transport (tests' mocks) nothing is retried.
+sending a response". Nothing reached the model then, so the client sends it again
+(``OllamaClient._send``): a request that failed so on a connection it did not open itself
+(httpcore's trace says) is sent again, until one goes out on a connection of its own. These
+helpers read httpx's pool through its public ``connections`` list (httpcore); with any other
+transport (tests' mocks) nothing is retried.
 """
 
 from __future__ import annotations
@@ -31,10 +33,9 @@ def _connections(http: httpx.AsyncClient) -> list[Any] | None:
     return list(connections) if isinstance(connections, list) else None
 
 
-def reuses_connection(http: httpx.AsyncClient) -> bool:
-    """Whether a kept-alive connection is idle in the pool: the next request may go on it."""
-    connections = _connections(http)
-    return bool(connections) and any(c.is_idle() for c in connections or ())
+def can_retry(http: httpx.AsyncClient) -> bool:
+    """Whether this client's transport is httpx's own pool (the only one retried)."""
+    return _connections(http) is not None
 
 
 async def drop_idle(http: httpx.AsyncClient) -> None:
@@ -45,14 +46,19 @@ async def drop_idle(http: httpx.AsyncClient) -> None:
             await connection.aclose()
 
 
-def headers_sent(request: httpx.Request) -> list[float]:
-    """A list that gets the ``perf_counter`` time the request's headers start out on the wire
-    (httpcore's trace): the retry's TCP (and TLS) set-up comes before it, outside any TTFT."""
-    sent: list[float] = []
+class Attempt:
+    """What httpcore's trace tells of one send of a request: whether it opened a connection
+    (a failure then is the server's answer, not a stale connection's) and the ``perf_counter``
+    time its headers started out on the wire (a retry's TCP and TLS set-up comes before it,
+    outside any TTFT)."""
 
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        if event.endswith("send_request_headers.started") and not sent:
-            sent.append(perf_counter())
+    def __init__(self, request: httpx.Request) -> None:
+        self.connected = False
+        self.headers_at: float | None = None
+        request.extensions = {**request.extensions, "trace": self._trace}
 
-    request.extensions = {**request.extensions, "trace": trace}
-    return sent
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.startswith("connection.connect_tcp."):
+            self.connected = True
+        elif event.endswith("send_request_headers.started") and self.headers_at is None:
+            self.headers_at = perf_counter()

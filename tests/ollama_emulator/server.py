@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -325,7 +326,9 @@ class OllamaEmulator:
         self.close_reused = close_reused
         self.build = build
         self.closed_reused = 0  # requests dropped on a reused connection (close_reused)
-        self._spent: set[int] = set()  # connections that carried a streamed completion
+        # Connections that carried a streamed completion (weakly: a closed connection's id()
+        # can come back as a new one's).
+        self._spent: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self.url = ""
         self.records: list[RequestRecord] = []
         self._models: dict[str, EmulatedModel] = {}
@@ -442,7 +445,7 @@ class OllamaEmulator:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         transport = request.transport
-        if transport is not None and id(transport) in self._spent:
+        if transport is not None and transport in self._spent:
             # llama-server's way: the kept-alive connection is gone before any response byte.
             self.closed_reused += 1
             transport.abort()
@@ -1614,7 +1617,7 @@ class _Generation:
             if events is not None:
                 rec.done_written = await self._write(events.final(self.done_reason, metrics))
                 if self.emu.close_reused and self.ctx.request.transport is not None:
-                    self.emu._spent.add(id(self.ctx.request.transport))
+                    self.emu._spent.add(self.ctx.request.transport)
             else:
                 rec.done_written = await self._write(
                     (go_json(self._final("", "", metrics)) + "\n").encode()
