@@ -205,6 +205,19 @@ def stat(
     )
 
 
+def to_numbers(*labels: str) -> Json:
+    """A transformation: the values of these labels (text in a table frame) as numbers."""
+    return {
+        "id": "convertFieldType",
+        "options": {
+            "fields": {},
+            "conversions": [
+                {"targetField": label, "destinationType": "number"} for label in labels
+            ],
+        },
+    }
+
+
 def table(
     title: str,
     description: str,
@@ -215,10 +228,12 @@ def table(
     overrides: list[Json],
     sort_by: str | None = None,
     sort_desc: bool = False,
+    numbers: tuple[str, ...] = (),
     width: int = 24,
     height: int = 10,
 ) -> Json:
-    """Instant queries, one row per series, merged on their common labels."""
+    """Instant queries, one row per series, merged on their common labels. ``numbers``: labels
+    whose values are numbers (sorted as numbers, not as text)."""
     order = list(rename.values())
     options: Json = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}}
     if sort_by:
@@ -237,6 +252,7 @@ def table(
         options=options,
         transformations=[
             {"id": "merge", "options": {}},
+            *([to_numbers(*numbers)] if numbers else []),
             {
                 "id": "organize",
                 "options": {
@@ -336,6 +352,110 @@ def gauge_panel(
 ) -> Json:
     return timeseries(
         title, description, [query(f"{metric}{{{MODEL}}}", LEGEND)], unit=unit, stack=stack
+    )
+
+
+def counts_by(label: str, title: str, description: str, counter: str) -> Json:
+    """Bars of a counter's increase in each window, per model and value of ``label``."""
+    return timeseries(
+        title,
+        description,
+        [
+            query(
+                f"sum by (instance, target, model, {label}) "
+                f"(increase({counter}{{{MODEL}}}[$__rate_interval]))",
+                f"{{{{{label}}}}} · {LEGEND}",
+            )
+        ],
+        unit="short",
+        bars=True,
+        stack=True,
+        min_interval=COUNTER_WINDOW,
+    )
+
+
+#: The label ``by_level`` adds: which model, target and exporter a capacity series is of.
+SWEEP_LABEL = "sweep"
+#: The field ``groupingToMatrix`` makes of the levels: Grafana names it row\\column.
+LEVEL_FIELD = f"concurrency\\{SWEEP_LABEL}"
+
+
+def by_level(selector: str) -> str:
+    """A capacity series per level, with one label naming its model, target and exporter: a
+    bar chart's bars are grouped by level and coloured by that label."""
+    return f'label_join({selector}, "{SWEEP_LABEL}", " · ", "model", "target", "instance")'
+
+
+def level_barchart(
+    title: str, description: str, selector: str, *, unit: str, slo: str | None = None
+) -> Json:
+    """One group of bars per concurrency level of the latest sweep, one bar per model, levels
+    in numeric order. ``slo``: a query whose value is drawn as a dashed threshold line."""
+    targets = [query(by_level(selector), ref="A", instant=True, table=True)]
+    transformations: list[Json] = []
+    custom: Json = {"fillOpacity": 80, "lineWidth": 1, "gradientMode": "none", "axisSoftMin": 0}
+    if slo is not None:
+        # Grafana makes the first threshold step the base (from -inf): a step at 0 (the
+        # constant label "base") comes first, so the SLO stays a step of its own: a line.
+        targets.append(
+            query(f'label_replace({slo}, "base", "0", "", "")', ref="B", instant=True, table=True)
+        )
+        transformations.append(
+            {
+                "id": "configFromData",
+                "options": {
+                    "configRefId": "B",
+                    "mappings": [
+                        {
+                            "fieldName": "base",
+                            "handlerKey": "threshold1",
+                            "handlerArguments": {"threshold": {"color": "transparent"}},
+                        },
+                        {
+                            "fieldName": "Value #B",
+                            "handlerKey": "threshold1",
+                            "handlerArguments": {"threshold": {"color": "red"}},
+                            "reducerId": "max",
+                        },
+                    ],
+                },
+            }
+        )
+        custom["thresholdsStyle"] = {"mode": "dashed"}
+    transformations += [
+        to_numbers("concurrency"),
+        {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "concurrency"}]}},
+        {
+            "id": "groupingToMatrix",
+            "options": {
+                "rowField": "concurrency",
+                "columnField": SWEEP_LABEL,
+                "valueField": "Value" if slo is None else "Value #A",
+                "emptyValue": "null",
+            },
+        },
+    ]
+    return panel(
+        "barchart",
+        title,
+        description,
+        targets,
+        fieldConfig={
+            "defaults": {"unit": unit, "color": {"mode": "palette-classic"}, "custom": custom},
+            "overrides": [override(LEVEL_FIELD, **{"custom.axisLabel": "concurrent users"})],
+        },
+        options={
+            "orientation": "vertical",
+            "xTickLabelRotation": 0,
+            "showValue": "never",
+            "stacking": "none",
+            "groupWidth": 0.7,
+            "barWidth": 0.97,
+            "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+        transformations=transformations,
+        size=(12, 9),
     )
 
 
@@ -576,6 +696,164 @@ def loading() -> list[Json]:
     ]
 
 
+LEVEL_LEGEND = "{{model}} · {{concurrency}} users · {{target}}"
+
+
+def quantile(metric: str, q: str) -> str:
+    """One quantile of a capacity gauge per level, without its ``quantile`` label (so that
+    tables merge quantiles of one level into one row)."""
+    return f'max without (quantile) ({metric}{{{MODEL}, quantile="{q}"}})'
+
+
+def slo(name: str) -> str:
+    """The SLO a sweep used (``ttft`` or ``tpot``), without its ``slo`` label."""
+    return f'max without (slo) (ometer_capacity_slo_seconds{{{MODEL}, slo="{name}"}})'
+
+
+def capacity() -> list[Json]:
+    """The load sweeps (``benchmark.capacity``, opt-in): series exist only for models swept."""
+    levels = "Each level of the latest sweep (benchmark.capacity.concurrency)"
+    return [
+        bargauge(
+            "Users within SLO",
+            "Max concurrency of each model's latest sweep: the largest level (concurrent "
+            "users, each sending its next request when the last one ends) at which the "
+            "attainment SLO's share of requests met both the TTFT and the TPOT SLO. 0: not "
+            "even one user. No bar: the model was never swept (sweeps are opt-in: "
+            "benchmark.capacity.enabled).",
+            f"ometer_capacity_max_concurrency{{{MODEL}}}",
+            unit="none",
+            steps=[(None, "red"), (1, "green")],
+        ),
+        timeseries(
+            "Users within SLO over time",
+            "Max concurrency of each sweep as it was published: a step down is a capacity "
+            "regression (alert OmeterCapacityRegressed) unless the method changed "
+            "(ometer_capacity_config_info).",
+            [query(f"ometer_capacity_max_concurrency{{{MODEL}}}", LEGEND)],
+            unit="none",
+        ),
+        level_barchart(
+            "Output tokens/s by concurrency (latest sweep)",
+            f"{levels}: output tokens per second of all its requests together, over the "
+            "level's window. It grows while the server batches more users and flattens once "
+            "requests queue.",
+            f"ometer_capacity_output_tokens_per_second{{{MODEL}}}",
+            unit="suffix: tok/s",
+        ),
+        level_barchart(
+            "Time to first token p95 by concurrency (latest sweep)",
+            f"{levels}: 95th percentile of its requests' TTFT. Dashed: the TTFT SLO of the "
+            "sweeps shown (the largest, when the selected targets have different SLOs). TTFT "
+            "that jumps from one level on is queueing: the server has fewer parallel slots "
+            "than users.",
+            quantile("ometer_capacity_time_to_first_token_seconds", "0.95"),
+            unit="s",
+            slo=slo("ttft"),
+        ),
+        table(
+            "Sweeps",
+            "Each model's latest sweep: users within SLO, the server's parallel slots inferred "
+            "from where queueing starts (empty: the server reports no queue wait, or nothing "
+            "queued), the SLO and method it ran with, when it finished, and sweeps aborted in "
+            "the time range (see Sweeps aborted by reason). Every figure of every level: "
+            "/export?view=capacity on the exporter.",
+            {
+                "A": f"ometer_capacity_max_concurrency{{{MODEL}}}",
+                "B": f"ometer_capacity_server_parallel_slots{{{MODEL}}}",
+                "C": slo("ttft"),
+                "D": slo("tpot"),
+                "E": f"ometer_capacity_config_info{{{MODEL}}}",
+                "F": f"ometer_capacity_last_run_timestamp_seconds{{{MODEL}}} * 1000",
+                "G": "sum without (reason) "
+                f"(increase(ometer_capacity_sweeps_aborted_total{{{MODEL}}}[$__range]))",
+            },
+            rename={
+                "model": "Model",
+                "target": "Target",
+                "instance": "Exporter",
+                "Value #A": "Users within SLO",
+                "Value #B": "Parallel slots",
+                "Value #C": "TTFT SLO",
+                "Value #D": "TPOT SLO",
+                "slo_attainment": "Attainment SLO",
+                "requests_per_level": "Requests per level",
+                "num_predict": "num_predict",
+                "Value #F": "Finished",
+                "Value #G": "Aborted",
+            },
+            exclude=["Time", "job", "Value #E", "slo_ttft", "slo_tpot"],
+            overrides=[
+                override("TTFT SLO", unit="s"),
+                override("TPOT SLO", unit="s"),
+                override("Finished", unit="dateTimeFromNow"),
+                override("Aborted", decimals=0),
+            ],
+            height=6,
+        ),
+        table(
+            "Latest sweep by level",
+            f"{levels}. Tokens/s: output tokens per second of all requests together. Goodput: "
+            "requests per second that met every SLO. Attainment: the share that did. TPOT: "
+            "time per output token after the first, (e2e − TTFT) / (tokens − 1). Request: "
+            "end to end.",
+            {
+                "A": f"ometer_capacity_output_tokens_per_second{{{MODEL}}}",
+                "B": f"ometer_capacity_goodput_requests_per_second{{{MODEL}}}",
+                "C": f"ometer_capacity_slo_attainment_ratio{{{MODEL}}}",
+                "D": quantile("ometer_capacity_time_to_first_token_seconds", "0.5"),
+                "E": quantile("ometer_capacity_time_to_first_token_seconds", "0.95"),
+                "F": quantile("ometer_capacity_time_to_first_token_seconds", "0.99"),
+                "G": quantile("ometer_capacity_time_per_output_token_seconds", "0.95"),
+                "H": quantile("ometer_capacity_request_duration_seconds", "0.95"),
+            },
+            rename={
+                "model": "Model",
+                "target": "Target",
+                "instance": "Exporter",
+                "concurrency": "Users",
+                "Value #A": "Tokens/s",
+                "Value #B": "Goodput",
+                "Value #C": "Attainment",
+                "Value #D": "TTFT p50",
+                "Value #E": "TTFT p95",
+                "Value #F": "TTFT p99",
+                "Value #G": "TPOT p95",
+                "Value #H": "Request p95",
+            },
+            exclude=["Time", "job"],
+            overrides=[
+                override("Tokens/s", unit="suffix: tok/s", decimals=1),
+                override("Goodput", unit="reqps"),
+                override("Attainment", unit="percentunit", decimals=0),
+                *(
+                    override(name, unit="s")
+                    for name in ("TTFT p50", "TTFT p95", "TTFT p99", "TPOT p95", "Request p95")
+                ),
+            ],
+            sort_by="Users",
+            numbers=("concurrency",),
+        ),
+        timeseries(
+            "SLO attainment over time",
+            "Share of each level's requests that met every SLO, sweep after sweep, one line "
+            "per level. A level passes when this reaches the attainment SLO (Sweeps table).",
+            [query(f"ometer_capacity_slo_attainment_ratio{{{MODEL}}}", LEVEL_LEGEND)],
+            unit="percentunit",
+        ),
+        counts_by(
+            "reason",
+            "Sweeps aborted by reason",
+            "Sweeps that ended early, by reason: contended (someone else's requests shared "
+            "the model: the previous sweep stays published), refused (the server refused a "
+            "request: the levels before it are published), load_failed (the model could not "
+            "be loaded: the previous sweep stays). Each bar counts one window (at least 10 "
+            "minutes).",
+            "ometer_capacity_sweeps_aborted_total",
+        ),
+    ]
+
+
 def reliability() -> list[Json]:
     per_window = "Each bar counts one window (at least 10 minutes)."
     return [
@@ -601,38 +879,19 @@ def reliability() -> list[Json]:
             steps=False,
             min_interval=COUNTER_WINDOW,
         ),
-        timeseries(
+        counts_by(
+            "error_type",
             "Errors by model",
             f"Failed benchmark requests by model and error type. {per_window}",
-            [
-                query(
-                    "sum by (instance, target, model, error_type) "
-                    f"(increase(ometer_benchmark_errors_total{{{MODEL}}}[$__rate_interval]))",
-                    "{{error_type}} · " + LEGEND,
-                )
-            ],
-            unit="short",
-            bars=True,
-            stack=True,
-            min_interval=COUNTER_WINDOW,
+            "ometer_benchmark_errors_total",
         ),
-        timeseries(
+        counts_by(
+            "reason",
             "Discarded runs by reason",
             "Completed runs left out of the gauges: reloaded (the model was reloaded mid-cycle), "
             "short (too few output tokens for tokens/s; still counted for TTFT), loop_lag (the "
             f"exporter's event loop was late, so its clocks were). {per_window}",
-            [
-                query(
-                    "sum by (instance, target, model, reason) "
-                    f"(increase(ometer_benchmark_discarded_runs_total{{{MODEL}}}"
-                    "[$__rate_interval]))",
-                    "{{reason}} · " + LEGEND,
-                )
-            ],
-            unit="short",
-            bars=True,
-            stack=True,
-            min_interval=COUNTER_WINDOW,
+            "ometer_benchmark_discarded_runs_total",
         ),
         timeseries(
             "Benchmark load on the servers",
@@ -915,6 +1174,7 @@ ROWS: list[Row] = [
     ("Prompt length", False, prompt_length),
     ("Throughput", False, throughput),
     ("Loading and queueing", False, loading),
+    ("Capacity", False, capacity),
     ("Reliability", False, reliability),
     ("Targets", False, targets),
     ("Exporter", True, exporter),

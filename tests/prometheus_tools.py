@@ -25,7 +25,12 @@ REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "dashboards" / "ometer.json"
 DASHBOARD_SOURCE = REPO / "dashboards" / "generate.py"
 ALERTS = REPO / "prometheus" / "alerts.yml"
-ALERT_TESTS = REPO / "prometheus" / "alerts_test.yml"
+#: promtool's unit tests of the rules: evaluated every minute, and over more than a week (every
+#: 10 minutes: a week of one-minute steps is slow).
+ALERT_TESTS = (
+    REPO / "prometheus" / "alerts_test.yml",
+    REPO / "prometheus" / "alerts_week_test.yml",
+)
 SCRAPE_CONFIG = REPO / "prometheus" / "prometheus.yml"
 
 Json = dict[str, Any]

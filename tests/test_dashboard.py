@@ -131,6 +131,7 @@ def test_organised_in_rows(dashboard: Json) -> None:
         "Prompt length",
         "Throughput",
         "Loading and queueing",
+        "Capacity",
         "Reliability",
         "Targets",
         "Exporter",
@@ -195,6 +196,135 @@ def test_every_metric_of_the_contract_is_on_the_dashboard(dashboard: Json) -> No
     # Alerts use them (staleness); the table shows the age of the last *success* instead.
     not_shown = {"ometer_benchmark_last_run_timestamp_seconds", "ometer_model_selected"}
     assert metrics - shown == not_shown
+
+
+#: The capacity series of the metric contract (README, Metrics): each is on the Capacity row.
+CAPACITY_METRICS = (
+    "ometer_capacity_max_concurrency",
+    "ometer_capacity_output_tokens_per_second",
+    "ometer_capacity_goodput_requests_per_second",
+    "ometer_capacity_slo_attainment_ratio",
+    "ometer_capacity_time_to_first_token_seconds",
+    "ometer_capacity_time_per_output_token_seconds",
+    "ometer_capacity_request_duration_seconds",
+    "ometer_capacity_server_parallel_slots",
+    "ometer_capacity_last_run_timestamp_seconds",
+    "ometer_capacity_slo_seconds",
+    "ometer_capacity_config_info",
+    "ometer_capacity_sweeps_aborted_total",
+)
+
+
+def row_panels(dashboard: Json, title: str) -> list[Json]:
+    """The panels of an open row: those after it, up to the next row."""
+    top = dashboard["panels"]
+    start = next(i for i, p in enumerate(top) if p["type"] == "row" and p["title"] == title)
+    end = next((i for i in range(start + 1, len(top)) if top[i]["type"] == "row"), len(top))
+    return top[start + 1 : end]
+
+
+def test_capacity_row_shows_every_capacity_series(dashboard: Json) -> None:
+    panels = row_panels(dashboard, "Capacity")
+    text = " ".join(expr for p in panels for expr in exprs(p))
+    assert [m for m in CAPACITY_METRICS if not re.search(rf"\b{m}\b", text)] == []
+    # No capacity series anywhere else: the row is where an operator looks for them.
+    elsewhere = [
+        q.where for q in dashboard_queries(dashboard)
+        if "ometer_capacity_" in q.expr and not any(q.where.startswith(f"panel {p['id']} ")
+                                                  for p in panels)
+    ]  # fmt: skip
+    assert elsewhere == []
+    gauge = panel_by_title(dashboard, "Users within SLO")
+    assert exprs(gauge) == ['ometer_capacity_max_concurrency{instance=~"$instance", '
+                            'target=~"$target", model=~"$model"}']  # fmt: skip
+    # 0 users (a sweep ran, not even the first level met the SLO) is red; 1 and more green.
+    steps = gauge["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in steps] == [(None, "red"), (1, "green")]
+
+
+def value_column(panel: Json, ref: str) -> str:
+    """The name Grafana gives the value of an instant table query: "Value" when the panel has
+    one query, "Value #<refId>" when it has several."""
+    return "Value" if len(panel["targets"]) == 1 else f"Value #{ref}"
+
+
+@pytest.mark.parametrize(
+    ("title", "metric"),
+    [
+        ("Output tokens/s by concurrency (latest sweep)",
+         "ometer_capacity_output_tokens_per_second"),
+        ("Time to first token p95 by concurrency (latest sweep)",
+         "ometer_capacity_time_to_first_token_seconds"),
+    ],
+)  # fmt: skip
+def test_capacity_bar_charts_have_a_group_of_bars_per_level(
+    dashboard: Json, title: str, metric: str
+) -> None:
+    chart = panel_by_title(dashboard, title)
+    assert chart["type"] == "barchart"
+    levels = next(t for t in chart["targets"] if t["refId"] == "A")
+    assert levels["instant"] and levels["format"] == "table"
+    assert f"{metric}{{" in levels["expr"] and 'model=~"$model"' in levels["expr"]
+    # One label names model, target and exporter: two exporters' "llama3.2" stay two bars.
+    join = re.search(r'label_join\(.*, "(\w+)", " · ", "model", "target", "instance"\)$',
+                     levels["expr"])  # fmt: skip
+    assert join, levels["expr"]
+    steps = [t["id"] for t in chart["transformations"]]
+    grouping = chart["transformations"][-1]
+    # Levels are label values (text): made numbers and sorted before they become the
+    # categories, so that 16 comes after 8, not after 1.
+    assert steps[-3:] == ["convertFieldType", "sortBy", "groupingToMatrix"]
+    convert, sort = chart["transformations"][-3:-1]
+    assert convert["options"]["conversions"] == [
+        {"targetField": "concurrency", "destinationType": "number"}
+    ]
+    assert sort["options"]["sort"] == [{"field": "concurrency"}]
+    assert grouping["options"] == {
+        "rowField": "concurrency",
+        "columnField": join[1],
+        "valueField": value_column(chart, "A"),
+        "emptyValue": "null",
+    }
+    # The category axis is named on the field grouping makes: "row\\column".
+    (axis,) = chart["fieldConfig"]["overrides"]
+    assert axis["matcher"]["options"] == f"concurrency\\{join[1]}"
+
+
+def test_ttft_by_concurrency_is_the_p95_against_the_slo(dashboard: Json) -> None:
+    chart = panel_by_title(dashboard, "Time to first token p95 by concurrency (latest sweep)")
+    levels, slo = chart["targets"]
+    assert 'quantile="0.95"' in levels["expr"] and "without (quantile)" in levels["expr"]
+    assert slo["refId"] == "B" and slo["instant"] and slo["format"] == "table"
+    assert "ometer_capacity_slo_seconds{" in slo["expr"] and 'slo="ttft"' in slo["expr"]
+    config = chart["transformations"][0]
+    assert config["id"] == "configFromData"  # before grouping, which drops the SLO's frame
+    assert config["options"]["configRefId"] == "B"
+    base, line = config["options"]["mappings"]
+    # Grafana takes the first threshold step as the base (from -inf): the SLO must be the
+    # second, after a step below every TTFT, to be drawn as a line.
+    assert (base["handlerKey"], line["handlerKey"]) == ("threshold1", "threshold1")
+    assert line["fieldName"] == value_column(chart, "B")
+    assert re.search(rf'label_replace\(.*, "{base["fieldName"]}", "0", "", ""\)$', slo["expr"])
+    assert chart["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off"
+
+
+def test_capacity_tables_merge_one_row_per_level_or_sweep(dashboard: Json) -> None:
+    levels = panel_by_title(dashboard, "Latest sweep by level")
+    sweeps = panel_by_title(dashboard, "Sweeps")
+    for table in (levels, sweeps):
+        assert all(t["instant"] and t["format"] == "table" for t in table["targets"])
+        for expr in exprs(table):
+            assert " by (" not in expr  # `without` keeps every label the merge joins on
+    # A quantile column per query: each selects one quantile and drops the label, so the
+    # quantiles of a level merge into its row.
+    for expr in exprs(levels):
+        if "quantile" in expr:
+            assert re.fullmatch(r'max without \(quantile\) \(\w+\{.*, quantile="0\.\d+"\}\)',
+                                expr), expr  # fmt: skip
+    steps = [t["id"] for t in levels["transformations"]]
+    assert steps == ["merge", "convertFieldType", "organize"]
+    assert levels["options"]["sortBy"] == [{"displayName": "Users", "desc": False}]
+    assert levels["transformations"][2]["options"]["renameByName"]["concurrency"] == "Users"
 
 
 def test_every_query_is_complete_after_substitution(dashboard: Json) -> None:
