@@ -320,8 +320,8 @@ targets: [{{name: local, url: "{emu.url}"}}]
 """)
     await running.cycles("local", 1)
     store = running.exporter.store
-    # The loop's store with sweeps of models on other targets (the loop does not schedule
-    # sweeps yet): the route serves whatever the snapshot holds.
+    # The running exporter's store, given sweeps of models on other targets (no sweep is run
+    # here): the route serves whatever the snapshot holds.
     store._swap(models={**store.snapshot.models, **export_snapshot().models})
     answer = await running.http.get("/export", params={"view": "capacity", "target": "gpu"})
     assert answer.status_code == 200 and answer.headers["content-type"].startswith(

@@ -239,9 +239,9 @@ CAPACITY_E2E = _quantiles(
 )
 CAPACITY_SLOTS = _g(
     "ometer_capacity_server_parallel_slots",
-    "Parallel request slots the server appears to have: the largest level at which no request "
-    "waited for a slot (the server's queue wait); beyond it TTFT is queueing. A hint, never a "
-    "change to the server; absent when unknown." + SWEPT,
+    "Parallel request slots the server appears to have: the largest level at which requests "
+    "did not wait for a slot (their median queue wait, as the server reports it); beyond it "
+    "TTFT is queueing. A hint, never a change to the server; absent when unknown." + SWEPT,
 )
 CAPACITY_LAST_RUN = _g(
     "ometer_capacity_last_run_timestamp_seconds", "When the published load sweep finished."
