@@ -37,6 +37,7 @@ SORT_LABELS: Final = {
     "modified": "Modified",
     "ttft": "TTFT",
     "tps": "Tokens/s",
+    "users": "Users within SLO",
 }
 
 CONTENT_SECURITY_POLICY: Final = page_assets.CONTENT_SECURITY_POLICY
