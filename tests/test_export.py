@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 
 import pytest
-from factories import entry, snapshot
+from factories import capacity, entry, snapshot
 
 from ometer_exporter.store.records import ModelEntry
 from ometer_exporter.views.query import ExportError, Query
@@ -79,6 +80,27 @@ def test_sort_best_first_unknown_last(snap, sort, reverse, expected) -> None:
     else:
         assert got[:4] == expected
         assert got[4].startswith("=")
+
+
+def test_users_within_slo_from_the_latest_sweep() -> None:
+    """``capacity_max_concurrency``: the sweep's max concurrency, 0 when a sweep ran and not
+    even one user met the SLO, null without a sweep; ``sort=users`` puts the most first."""
+    within = capacity(levels=(1, 2, 4, 8), slots=2)
+    missed = capacity(levels=(1, 2), slo_ttft=0.001)
+    assert within.max_concurrency == 2 and missed.max_concurrency is None
+    snap = snapshot([
+        entry("local", "none:latest"),
+        dataclasses.replace(entry("local", "missed:latest"), capacity=missed),
+        dataclasses.replace(entry("local", "within:latest"), capacity=within),
+    ])  # fmt: skip
+    data = json.loads(to_json(rows(snap, Query(sort="users"))))
+    assert [(o["model"], o["capacity_max_concurrency"]) for o in data] == [
+        ("within:latest", 2), ("missed:latest", 0), ("none:latest", None),
+    ]  # fmt: skip
+    backwards = rows(snap, Query(sort="users", reverse=True))
+    assert names(backwards) == ["missed:latest", "within:latest", "none:latest"]  # unknown last
+    cells = list(csv.DictReader(io.StringIO(to_csv(rows(snap, Query(sort="users"))))))
+    assert [c["capacity_max_concurrency"] for c in cells] == ["2", "0", ""]
 
 
 def test_filters_by_target_and_family(snap) -> None:

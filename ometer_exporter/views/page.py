@@ -9,6 +9,9 @@ and hides rows. Every 10 s the script fetches the page again, parses it (``DOMPa
 runs, nothing is re-parsed as markup from strings) and swaps the new targets and rows in,
 keeping the sort and filter (also kept in the URL fragment: ``/#sort=ttft&reverse=1&target=gpu``).
 
+A model's latest load sweep comes with its row: the "Users within SLO" cell carries what the
+detail view's capacity chart draws (``page_capacity``).
+
 No external assets: inline CSS and JS (``page_assets``), allowed by hash in a strict
 Content-Security-Policy, so even a markup mistake could not run injected script.
 """
@@ -22,8 +25,9 @@ from datetime import UTC, datetime
 from typing import Final
 
 from ometer_exporter.config.settings import DEFAULT_DISPLAY, DisplaySettings
+from ometer_exporter.store.capacity import CapacityRecord
 from ometer_exporter.store.records import Snapshot, TargetState
-from ometer_exporter.views import grades, page_assets, page_charts, query, rows
+from ometer_exporter.views import grades, page_assets, page_capacity, page_charts, query, rows
 from ometer_exporter.views.isolation import RENDER_ERRORS
 from ometer_exporter.views.rows import Row
 
@@ -37,6 +41,7 @@ SORT_LABELS: Final = {
     "modified": "Modified",
     "ttft": "TTFT",
     "tps": "Tokens/s",
+    "users": "Users within SLO",
 }
 
 CONTENT_SECURITY_POLICY: Final = page_assets.CONTENT_SECURITY_POLICY
@@ -60,7 +65,7 @@ def render(
   <h2>Targets</h2>
   {_targets(targets, items)}
   {_bar(targets, items)}
-  {_board(items, display)}
+  {_board(items, _sweeps(snapshot), display)}
   <footer>
     <span id="summary">{_summary(items, targets, now)}</span> ·
     <span id="legend" data-grading="{display.grading}">{legend(display)}</span>
@@ -139,7 +144,14 @@ def _bar(targets: Sequence[TargetState], items: list[Row]) -> str:
   </div>"""
 
 
-def _board(items: list[Row], display: DisplaySettings = DEFAULT_DISPLAY) -> str:
+Sweeps = dict[tuple[str, str], CapacityRecord]  # (target, model) -> its latest load sweep
+
+
+def _sweeps(snapshot: Snapshot) -> Sweeps:
+    return {key: e.capacity for key, e in snapshot.models.items() if e.capacity is not None}
+
+
+def _board(items: list[Row], sweeps: Sweeps, display: DisplaySettings = DEFAULT_DISPLAY) -> str:
     """The leaderboard table: chat rows, embedding rows (under their heading), the empty note.
     Columns of class ``fold`` are hidden on a narrow screen: model, TTFT and tokens/s stay."""
     graded = _grades(items, display)
@@ -157,10 +169,12 @@ def _board(items: list[Row], display: DisplaySettings = DEFAULT_DISPLAY) -> str:
       <th class="fold">Quant</th><th class="fold">Capabilities</th>
       <th class="num" data-sort="ttft" tabindex="0" title="time to first token (median)">TTFT</th>
       <th class="num" data-sort="tps" tabindex="0" title="output tokens per second">Tokens/s</th>
+      <th class="num fold" data-sort="users" tabindex="0"
+        title="{page_capacity.HEADING_TITLE}">Users<br>within SLO</th>
       <th class="num fold" title="cold load time">Load</th><th class="fold">Status</th>
     </tr></thead>
-    {_body("rows-chat", chat, graded, None)}
-    {_body("rows-embedding", embedding, graded, embedding_heading)}
+    {_body("rows-chat", chat, graded, sweeps, None)}
+    {_body("rows-embedding", embedding, graded, sweeps, embedding_heading)}
     {_empty(items)}
   </table>
   </div>"""
@@ -267,7 +281,12 @@ def _grades(items: list[Row], display: DisplaySettings = DEFAULT_DISPLAY) -> Gra
     }
 
 
-def _body(body_id: str, group: list[Row], graded: Grades, heading: str | None) -> str:
+COLUMNS: Final = 11  # of the leaderboard (a heading or a note spans them all)
+
+
+def _body(
+    body_id: str, group: list[Row], graded: Grades, sweeps: Sweeps, heading: str | None
+) -> str:
     """A ``<tbody>`` of one kind's rows, in the default order, ranked for every sort."""
     ranks: dict[str, dict[int, int]] = {}
     for key in query.SORT_KEYS:
@@ -276,18 +295,25 @@ def _body(body_id: str, group: list[Row], graded: Grades, heading: str | None) -
             ranks[f"{key}{'-rev' if reverse else ''}"] = {id(r): i for i, r in enumerate(ordered)}
     head = ""
     if heading and group:  # a heading over no rows would say nothing
-        head = f'<tr class="group-head"><th colspan="10">{heading}</th></tr>'
+        head = f'<tr class="group-head"><th colspan="{COLUMNS}">{heading}</th></tr>'
     lines = []
     for r in rows.sort_rows(group, DEFAULT_SORT):
         try:
             lines.append(_row(r, {name: order[id(r)] for name, order in ranks.items()},
-                              graded["ttft"][id(r)], graded["tps"][id(r)]))  # fmt: skip
+                              graded["ttft"][id(r)], graded["tps"][id(r)],
+                              sweeps.get((r["target"], r["model"]))))  # fmt: skip
         except Exception as exc:  # one model's row never takes the page down
             RENDER_ERRORS.failed("page", str(r.get("target")), str(r.get("model")), exc)
     return f'<tbody id="{body_id}" class="rows">{head}{"".join(lines)}</tbody>'
 
 
-def _row(r: Row, ranks: dict[str, int], ttft: grades.Grade | None, tps: grades.Grade | None) -> str:
+def _row(
+    r: Row,
+    ranks: dict[str, int],
+    ttft: grades.Grade | None,
+    tps: grades.Grade | None,
+    sweep: CapacityRecord | None,
+) -> str:
     attrs = "".join(f' data-r-{name}="{rank}"' for name, rank in ranks.items())
     error = f'<div class="err">{_e(r["error"])}</div>' if r["error"] else ""
     caps = "".join(
@@ -304,7 +330,7 @@ def _row(r: Row, ranks: dict[str, int], ttft: grades.Grade | None, tps: grades.G
         f'<td class="num fold">{_e(str(r["context"] or "—"))}</td>'
         f'<td class="fold">{_e(r["quant"] or "—")}</td>'
         f'<td class="caps fold">{caps or "—"}</td>'
-        f"{_metric('ttft', r, ttft)}{_metric('tps', r, tps)}"
+        f"{_metric('ttft', r, ttft)}{_metric('tps', r, tps)}{page_capacity.cell(sweep)}"
         f'<td class="num fold">{_e(grades.format_seconds(load)) if load is not None else "—"}'
         f'</td><td class="where fold">{_status(r)}</td>'
         "</tr>"
@@ -376,7 +402,8 @@ def _empty(items: list[Row]) -> str:
     )
     hidden = " hidden" if items else ""
     return (
-        f'<tbody id="no-rows" class="empty"{hidden}><tr><td colspan="10">{text}</td></tr></tbody>'
+        f'<tbody id="no-rows" class="empty"{hidden}>'
+        f'<tr><td colspan="{COLUMNS}">{text}</td></tr></tbody>'
     )
 
 

@@ -120,7 +120,10 @@ tbody td { border-top: 1px solid var(--line); }
 .metric .v { display: inline-block; min-width: 64px; padding: 1px 8px; border-radius: 6px; }
 .metric.good .v { color: var(--good); background: var(--good-bg); font-weight: 600; }
 .metric.fair .v { color: var(--fair); background: var(--fair-bg); font-weight: 600; }
-.metric.poor .v { color: var(--poor); background: var(--poor-bg); font-weight: 600; }
+.metric.poor .v, .users.poor .v {
+  color: var(--poor); background: var(--poor-bg); font-weight: 600;
+}
+.users .v { display: inline-block; min-width: 2.4em; padding: 1px 8px; border-radius: 6px; }
 .arrow { display: inline-block; min-width: 1.2em; color: var(--muted); font-weight: 600; }
 .arrow.up { color: var(--good); } .arrow.down { color: var(--poor); }
 .spark { display: block; height: 18px; margin-top: 2px; }
@@ -146,6 +149,12 @@ dialog#detail h3 { margin: 0 auto 0 0; font-size: 16px; overflow-wrap: anywhere;
 .change.version { stroke: var(--poor); }
 .tick { font-size: 10px; fill: var(--muted); }
 .tick.end { text-anchor: end; }
+.tick.mid { text-anchor: middle; }
+.chart-dot.failed { fill: var(--card); stroke: var(--poor); stroke-width: 2; }
+.max-mark { stroke: var(--good); stroke-width: 2; }
+.max-label { font-size: 11px; font-weight: 600; fill: var(--good); }
+.lag-flag { font-size: 12px; font-weight: 700; fill: var(--fair); text-anchor: middle; }
+.capacity-note { margin: 4px 0 0; font-size: 13px; }
 .target dd time, .target dd .muted, .target .dd-nowrap { white-space: nowrap; }
 @media (max-width: 640px) {
   .top, main { padding-left: 12px; padding-right: 12px; }

@@ -9,7 +9,9 @@ before (the server applies the one-shot's rule). The page's 10 s refresh swaps t
 then fires ``ometer:refreshed``, and the sparklines are drawn again — from the history already
 fetched unless a row shows a newer result (``data-at``). A click on a model name (or Enter on
 it) opens ``#detail``: larger charts of TTFT, tokens/s, prefill and load over time, with the
-configured thresholds dashed and a marker where the Ollama version or the method changed.
+configured thresholds dashed and a marker where the Ollama version or the method changed; TTFT
+against prompt length (``/export?view=prompt_length``); and, when the model has a load sweep,
+its capacity against concurrent users, from the row's ``data-capacity`` (``page_capacity``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,25 @@ SCRIPT: Final = """
       x: (t) => pad + (t1 > t0 ? (t - t0) / (t1 - t0) : 0.5) * (width - 2 * pad),
       y: (v) => height - pad - (v - v0) / (v1 - v0) * (height - 2 * pad),
     };
+  }
+
+  // The zero line and the range's two ends on the left.
+  function yAxis(graph, s, width, height, pad) {
+    svg("line", { x1: pad, x2: width - pad, y1: s.y(s.v0), y2: s.y(s.v0), class: "axis" }, graph);
+    for (const [value, anchor] of [[s.v1, pad - 8], [s.v0, height - pad]]) {
+      svg("text", { x: 2, y: anchor + 4, class: "tick" }, graph).textContent =
+        Number(value.toPrecision(3)).toString();
+    }
+  }
+
+  // A detail chart's <figure> (data-col names it) and its caption.
+  function captioned(column) {
+    const figure = document.createElement("figure");
+    figure.className = "chart";
+    figure.dataset.col = column;
+    const caption = document.createElement("figcaption");
+    figure.appendChild(caption);
+    return [figure, caption];
   }
 
   function line(points, s) {
@@ -153,11 +174,7 @@ SCRIPT: Final = """
 
   function chart(series, column, title, unit) {
     const W = 620, H = 150, PAD = 26;
-    const figure = document.createElement("figure");
-    figure.className = "chart";
-    figure.dataset.col = column;
-    const caption = document.createElement("figcaption");
-    figure.appendChild(caption);
+    const [figure, caption] = captioned(column);
     const points = pairs(series, column);
     const graph = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "detail-chart",
                                role: "img", "data-points": points.length }, figure);
@@ -171,11 +188,7 @@ SCRIPT: Final = """
       Math.min(...values).toPrecision(4) + "–" + Math.max(...values).toPrecision(4) + " (" +
       (LOWER_IS_BETTER[column] ? "lower" : "higher") + " is better)";
     const s = scale(points, W, H, PAD);
-    svg("line", { x1: PAD, x2: W - PAD, y1: s.y(s.v0), y2: s.y(s.v0), class: "axis" }, graph);
-    for (const [value, anchor] of [[s.v1, PAD - 8], [s.v0, H - PAD]]) {
-      svg("text", { x: 2, y: anchor + 4, class: "tick" }, graph).textContent =
-        Number(value.toPrecision(3)).toString();
-    }
+    yAxis(graph, s, W, H, PAD);
     svg("text", { x: PAD, y: H - 6, class: "tick" }, graph).textContent = when(s.t0);
     svg("text", { x: W - PAD, y: H - 6, class: "tick end" }, graph).textContent = when(s.t1);
     for (const limit of limits(column) || []) {
@@ -202,11 +215,7 @@ SCRIPT: Final = """
   // /export?view=prompt_length: x is the counted prompt tokens, y the TTFT.
   function lengthChart(rows) {
     const W = 620, H = 150, PAD = 26;
-    const figure = document.createElement("figure");
-    figure.className = "chart";
-    figure.dataset.col = "length";
-    const caption = document.createElement("figcaption");
-    figure.appendChild(caption);
+    const [figure, caption] = captioned("length");
     const points = rows.map((r) => [r.actual_prompt_tokens, r.time_to_first_token_seconds]);
     const graph = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "detail-chart",
                                role: "img", "data-points": points.length }, figure);
@@ -214,11 +223,7 @@ SCRIPT: Final = """
     caption.textContent = "TTFT against prompt length" + (slope !== null && slope !== undefined ?
       ": +" + slope.toPrecision(3) + " s per 1k prompt tokens" : "");
     const s = scale(points, W, H, PAD);
-    svg("line", { x1: PAD, x2: W - PAD, y1: s.y(s.v0), y2: s.y(s.v0), class: "axis" }, graph);
-    for (const [value, anchor] of [[s.v1, PAD - 8], [s.v0, H - PAD]]) {
-      svg("text", { x: 2, y: anchor + 4, class: "tick" }, graph).textContent =
-        Number(value.toPrecision(3)).toString();
-    }
+    yAxis(graph, s, W, H, PAD);
     svg("text", { x: PAD, y: H - 6, class: "tick" }, graph).textContent = s.t0 + " tokens";
     svg("text", { x: W - PAD, y: H - 6, class: "tick end" }, graph).textContent =
       s.t1 + " tokens";
@@ -227,6 +232,93 @@ SCRIPT: Final = """
       const dot = svg("circle", { cx: s.x(p[0]).toFixed(1), cy: s.y(p[1]).toFixed(1), r: 2.5,
                                   class: "chart-dot" }, graph);
       svg("title", {}, dot).textContent = p[1].toPrecision(4) + " s at " + p[0] + " tokens";
+    }
+    return figure;
+  }
+
+  // The latest load sweep (benchmark.capacity), as the row's data-capacity holds it (rendered
+  // with the row from the same snapshot, page_capacity): aggregate output tokens/s and p95
+  // TTFT against concurrent users on a log scale (the levels double), the TTFT SLO dashed, the
+  // most users within the SLO marked, levels that missed it hollow, lagged ones flagged "!".
+  function sweepOf(target, model) {
+    const row = $$("#board tr[data-target]").find((tr) =>
+      tr.dataset.target === target && tr.dataset.model === model);
+    const cell = row ? $("td[data-capacity]", row) : null;
+    return cell ? JSON.parse(cell.dataset.capacity) : null;
+  }
+
+  const PANELS = [
+    ["tps", "tokens_per_second", "Output tokens/s, all users", "tok/s"],
+    ["ttft", "ttft_p95", "p95 TTFT", "s"],
+  ];
+
+  function capacityChart(sweep) {
+    const W = 620, H = 130, PAD = 26;
+    const [figure, caption] = captioned("capacity");
+    caption.textContent = "Capacity against concurrent users: ● within the SLO, ○ missed it, " +
+      "! lagged (times doubtful); dashed: the TTFT SLO; green: the most users within it";
+    const levels = sweep.levels;
+    const logs = levels.map((l) => Math.log2(l.concurrency));
+    const lo = Math.min(...logs), hi = Math.max(...logs);
+    const x = (c) => PAD + (hi > lo ? (Math.log2(c) - lo) / (hi - lo) : 0.5) * (W - 2 * PAD);
+    for (const [panel, field, title, unit] of PANELS) {
+      const slo = panel === "ttft" ? sweep.slo_ttft : null;
+      const shown = levels.filter((l) => l[field] !== null);
+      const points = shown.map((l) => [l.concurrency, l[field]]);
+      const graph = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "detail-chart",
+                                 role: "img", "data-panel": panel,
+                                 "data-points": points.length }, figure);
+      svg("title", {}, graph).textContent = title + " against concurrent users";
+      // y as the other charts (the SLO within range, so its line shows); x by concurrency.
+      const s = Object.assign(scale(slo === null ? points : [...points, [1, slo]], W, H, PAD),
+                              { x });
+      yAxis(graph, s, W, H, PAD);
+      svg("text", { x: W / 2, y: 10, class: "tick mid" }, graph).textContent = title;
+      let right = -Infinity;  // the last level label's x: labels closer than 18 px are left out
+      for (const l of levels) {
+        if (x(l.concurrency) - right < 18) continue;
+        right = x(l.concurrency);
+        svg("text", { x: right, y: H - 6, class: "tick mid" }, graph).textContent =
+          String(l.concurrency);
+      }
+      if (slo !== null) {
+        svg("line", { x1: PAD, x2: W - PAD, y1: s.y(slo), y2: s.y(slo), class: "threshold",
+                      "data-slo": slo }, graph);
+        svg("text", { x: W - PAD, y: s.y(slo) - 4, class: "tick end" }, graph).textContent =
+          "SLO " + Number(slo.toPrecision(3)) + " s";
+      }
+      if (sweep.max > 0) {
+        const at = x(sweep.max).toFixed(1);
+        const mark = svg("line", { x1: at, x2: at, y1: PAD / 2, y2: H - PAD,
+                                   class: "max-mark", "data-concurrency": sweep.max }, graph);
+        svg("title", {}, mark).textContent = sweep.lines[0];
+        if (panel === "tps") {  // said once, over both panels
+          const left = Number(at) > W - 120;
+          svg("text", { x: Number(at) + (left ? -4 : 4), y: PAD / 2 + 8,
+                        class: "max-label" + (left ? " tick end" : "") }, graph).textContent =
+            sweep.max + (sweep.max === 1 ? " user" : " users") + " within SLO";
+        }
+      }
+      svg("path", { d: line(points, s), class: "chart-line" }, graph);
+      for (const l of shown) {
+        const cx = x(l.concurrency), cy = s.y(l[field]);
+        const dot = svg("circle", { cx: cx.toFixed(1), cy: cy.toFixed(1), r: 3.5,
+                                    class: "chart-dot" + (l.passed ? "" : " failed"),
+                                    "data-concurrency": l.concurrency }, graph);
+        svg("title", {}, dot).textContent = l[field].toPrecision(4) + " " + unit + " at " +
+          l.concurrency + " users" + (l.passed ? "" : ", missed the SLO") +
+          (l.lagged ? ", lagged (times doubtful)" : "");
+        if (l.lagged) {
+          svg("text", { x: cx.toFixed(1), y: (cy - 8).toFixed(1), class: "lag-flag",
+                        "data-concurrency": l.concurrency }, graph).textContent = "!";
+        }
+      }
+    }
+    for (const text of sweep.lines) {
+      const p = document.createElement("p");
+      p.className = "capacity-note";
+      p.textContent = text;
+      figure.appendChild(p);
     }
     return figure;
   }
@@ -246,26 +338,28 @@ SCRIPT: Final = """
     const charts = $("#detail-charts");
     note.textContent = "Loading…";
     charts.replaceChildren();
+    const sweep = sweepOf(target, model);  // read now: a refresh may swap the row meanwhile
     if (!dialog.open) dialog.showModal();
     try {
       const found = (await history({ target, model, points: DETAIL_POINTS }))
         .find((s) => s.target === target && s.model === model);
-      if (!found || !found.t.length) {
+      if (found && found.t.length) {
+        const changes = found.changes.map((c) => c.text + " at " + when(c.t));
+        note.textContent = found.t.length + " results from " + when(found.t[0]) + " to " +
+          when(found.t[found.t.length - 1]) + (found.truncated ? " (the newest only)" : "") +
+          (changes.length ? ". Changes: " + changes.join("; ") : "") + ".";
+        charts.replaceChildren(...CHARTS.map(([column, title, unit]) =>
+          chart(found, column, title, unit)));
+        const measured = await lengths(target, model);
+        if (measured.length) charts.appendChild(lengthChart(measured));
+      } else {
         note.textContent = "No stored results yet.";
-        return;
       }
-      const changes = found.changes.map((c) => c.text + " at " + when(c.t));
-      note.textContent = found.t.length + " results from " + when(found.t[0]) + " to " +
-        when(found.t[found.t.length - 1]) + (found.truncated ? " (the newest only)" : "") +
-        (changes.length ? ". Changes: " + changes.join("; ") : "") + ".";
-      charts.replaceChildren(...CHARTS.map(([column, title, unit]) =>
-        chart(found, column, title, unit)));
-      const measured = await lengths(target, model);
-      if (measured.length) charts.appendChild(lengthChart(measured));
-      dialog.dataset.drawn = key(target, model);
     } catch (error) {
       note.textContent = "History unavailable (" + error.message + ")";
     }
+    if (sweep) charts.appendChild(capacityChart(sweep));
+    dialog.dataset.drawn = key(target, model);
   }
 
   function nameOf(event) {

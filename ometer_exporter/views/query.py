@@ -25,7 +25,8 @@ class ExportError(ConfigError, ValueError):
         return "; ".join(self.problems)
 
 
-# Best first: lower TTFT, higher tokens/s, bigger, longer context, newest.
+# Best first: lower TTFT, higher tokens/s, more users within the SLO, bigger, longer context,
+# newest.
 SORT_KEYS: Final[Mapping[str, tuple[str, bool]]] = {
     "name": ("model", False),
     "size": ("size_bytes", True),
@@ -33,6 +34,7 @@ SORT_KEYS: Final[Mapping[str, tuple[str, bool]]] = {
     "modified": ("modified_timestamp_seconds", True),
     "ttft": ("ttft", False),
     "tps": ("tps", True),
+    "users": ("capacity_max_concurrency", True),
 }
 
 

@@ -52,6 +52,7 @@ EXTRA_COLUMNS: Final = (
     "last_success_at",
     "status",
     "next_due_at",
+    "capacity_max_concurrency",
 )
 COLUMNS: Final = OMETER_COLUMNS + EXTRA_COLUMNS
 
@@ -147,6 +148,7 @@ def row(entry: ModelEntry, *, verbose: bool = False, target: TargetState | None 
         "last_success_at": _rfc3339(entry.last_success),
         "status": status_of(entry, target),
         "next_due_at": _rfc3339(entry.due_at),
+        "capacity_max_concurrency": users_within_slo(entry.capacity),
     }
     if verbose:
         runs_ttft = b.run_ttft if b else ()
@@ -155,6 +157,14 @@ def row(entry: ModelEntry, *, verbose: bool = False, target: TargetState | None 
             out[f"ttft_run_{i + 1}"] = _f(runs_ttft[i]) if i < len(runs_ttft) else None
             out[f"tps_run_{i + 1}"] = _f(runs_tps[i]) if i < len(runs_tps) else None
     return out
+
+
+def users_within_slo(capacity: CapacityRecord | None) -> int | None:
+    """The latest load sweep's largest concurrency level within its SLO: 0 when not even one
+    user met it, None when no sweep has run (``benchmark.capacity`` is opt-in)."""
+    if capacity is None:
+        return None
+    return _i(capacity.max_concurrency) or 0
 
 
 def _target_error(target: TargetState | None) -> str | None:

@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--sort", choices=tuple(queries.SORT_KEYS),
                      help="sort best first: name A-Z, size/ctx largest, modified newest, "
-                     "ttft lowest, tps highest")  # fmt: skip
+                     "ttft lowest, tps highest, users (within the load sweep's SLO) "
+                     "most")  # fmt: skip
     out.add_argument("--reverse", action="store_true", help="reverse --sort")
     out.add_argument("--json", nargs="?", const="-", metavar="PATH",
                      help="write JSON (to stdout without PATH)")  # fmt: skip
