@@ -41,6 +41,7 @@ from prometheus_tools import (
     run_prometheus,
     substitute,
 )
+from service import until
 
 JOB = "ometer-exporter"
 LLAMA = "llama3.2:latest"
@@ -53,6 +54,11 @@ benchmark:
   prompt_tokens: [128, 512]  # the prompt-length panels need data too
   runs: 2
   num_predict: 16
+  capacity:  # the capacity panels and alert need a sweep; one slot, so level 2 queues
+    enabled: true
+    concurrency: [1, 2]
+    requests_per_level: 2
+    num_predict: 16
 targets:
   - name: local
     url: {url}
@@ -146,6 +152,7 @@ async def test_prometheus_scrapes_the_exporter(
     # the loop that runs the emulator, the exporter and this test stalls, and every run would be
     # discarded for loop lag (leaving the benchmark gauges empty).
     monkeypatch.setattr("ometer_exporter.measure.model.LOOP_LAG_LIMIT", 5.0)
+    monkeypatch.setattr("ometer_exporter.loop.worker.SWEEP_PAUSE", 0.05)
     emu = await emulator_factory(models(), time_scale=0.05, version="0.33.0")
     emu.preload(LLAMA)
     # An error and a discarded run, so the error and discard series exist.
@@ -153,6 +160,9 @@ async def test_prometheus_scrapes_the_exporter(
     emu.add_fault(LLAMA, Fault("force_reload"))
     running = await start_exporter(EXPORTER_CONFIG.format(url=emu.url))
     await running.cycles("local", 2)
+    store = running.exporter.store
+    await until(lambda: (e := store.snapshot.models.get(("local", LLAMA))) and e.capacity,
+                what="a load sweep of " + LLAMA)  # fmt: skip
     instance = running.url.removeprefix("http://")
     exposition = (await running.http.get("/metrics")).text
 
