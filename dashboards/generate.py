@@ -932,8 +932,9 @@ def targets() -> list[Json]:
     return [
         table(
             "Targets",
-            "Each configured Ollama server: reachable or not, its Ollama version, the benchmark "
-            "method and interval, and how long the last cycle took.",
+            "Each configured server: reachable or not, its version, the parallel slots it "
+            "reports (llama.cpp), the benchmark method and interval, and how long the last "
+            "cycle took.",
             {
                 "A": f"ometer_target_up{{{TARGET}}}",
                 "B": f"ometer_target_info{{{TARGET}}}",
@@ -944,6 +945,7 @@ def targets() -> list[Json]:
                 f"(ometer_model_info{{{TARGET}}})",
                 "G": f"sum without (model) (ometer_benchmark_success{{{TARGET}}})",
                 "H": f"count without (model) (ometer_benchmark_success{{{TARGET}}})",
+                "I": f"ometer_target_parallel_slots{{{TARGET}}}",
             },
             rename={
                 "target": "Target",
@@ -958,6 +960,7 @@ def targets() -> list[Json]:
                 "think": "think",
                 "Value #D": "Interval",
                 "Value #E": "Last cycle",
+                "Value #I": "Slots",
             },
             exclude=["Time", "job", "Value #B", "Value #C"],
             overrides=[

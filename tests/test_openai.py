@@ -328,6 +328,8 @@ async def test_worker_measures_every_listed_model_of_an_openai_target(emulator_f
     )
     info = [s for s in target_samples(state) if s[0].name == "ometer_target"]
     assert [labels for _, labels, _ in info] == [("llamacpp", "openai", "llama.cpp", emu.build)]
+    slots = [s for s in target_samples(state) if s[0].name == "ometer_target_parallel_slots"]
+    assert [(labels, value) for _, labels, value in slots] == [(("llamacpp",), 4.0)]
 
 
 class _Server:

@@ -63,6 +63,9 @@ targets:
   - name: local
     url: {url}
     select: all
+  - name: llamacpp  # an OpenAI-compatible engine beside it (its parallel slots, its curve)
+    url: {llama_url}/v1
+    api: openai
 """
 
 PROMETHEUS_CONFIG = """
@@ -158,7 +161,9 @@ async def test_prometheus_scrapes_the_exporter(
     # An error and a discarded run, so the error and discard series exist.
     emu.add_fault(LLAMA, Fault("status", status=500))
     emu.add_fault(LLAMA, Fault("force_reload"))
-    running = await start_exporter(EXPORTER_CONFIG.format(url=emu.url))
+    llama = await emulator_factory([chat_model("gemma3:270m")], time_scale=0.05,
+                                   engine="llama.cpp", num_parallel=4)  # fmt: skip
+    running = await start_exporter(EXPORTER_CONFIG.format(url=emu.url, llama_url=llama.url))
     await running.cycles("local", 2)
     store = running.exporter.store
     await until(lambda: (e := store.snapshot.models.get(("local", LLAMA))) and e.capacity,
@@ -190,8 +195,8 @@ async def test_prometheus_scrapes_the_exporter(
         names = sorted({m.name for m in models()})
         values = GRAFANA_MACROS | {
             "instance": grafana_regex([instance]),
-            "target": grafana_regex(["local"]),
-            "model": grafana_regex(names),
+            "target": grafana_regex(["local", "llamacpp"]),
+            "model": grafana_regex([*names, "gemma3:270m"]),
         }
         empty = []
         for query in dashboard_queries(load_dashboard()):

@@ -255,6 +255,8 @@ def _engine(t: TargetState) -> str:
     """The server behind the target and its version, with the API when it is not Ollama's."""
     engine = t.engine or ("ollama" if t.api == "ollama" else "")
     text = " ".join(part for part in (engine, t.version) if part) or "—"
+    if t.slots is not None:
+        text += f", {t.slots} parallel slot{'s' if t.slots != 1 else ''}"
     return text if t.api == "ollama" else f"{text} (OpenAI API)"
 
 

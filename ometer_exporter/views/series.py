@@ -317,8 +317,14 @@ LEFT_OUT = _g(
     "on; see the log).",
     _T,
 )
+SLOTS = _g(
+    "ometer_target_parallel_slots",
+    "Parallel request slots the server reports (llama.cpp's /props total_slots); absent where "
+    "the server does not say (Ollama: see ometer_capacity_server_parallel_slots).",
+    _T,
+)
 TARGET_SPECS: Final = (
-    UP, TARGET_INFO, INTERVAL, CONFIG_INFO, CYCLE, LOOP_ERRORS, RECONNECTS, LEFT_OUT,
+    UP, TARGET_INFO, INTERVAL, CONFIG_INFO, CYCLE, LOOP_ERRORS, RECONNECTS, LEFT_OUT, SLOTS,
 )  # fmt: skip
 
 BUILD = Spec("ometer_build", "info", "ometer-exporter build.", ("version",))
@@ -514,6 +520,8 @@ def target_samples(t: TargetState) -> list[Sample]:
     out.append((LOOP_ERRORS, n, float(t.loop_errors)))
     out.append((RECONNECTS, n, float(t.reconnects)))
     out.append((LEFT_OUT, n, float(t.models_left_out)))
+    if t.slots is not None:
+        out.append((SLOTS, n, float(t.slots)))
     return out
 
 
