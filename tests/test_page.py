@@ -253,6 +253,9 @@ def test_the_text_under_the_chart() -> None:
         "from 8 users on, TTFT is queueing: the server decodes 4 requests at a time",
     ]
     assert SWEEP.slots_hint == page_capacity.lines(SWEEP)[1]
+    assert page_capacity.lines(SWEEP, 2_000_086_400.0)[0].endswith(
+        "· swept 2033-05-18 03:33 UTC · next sweep 2033-05-19 03:33 UTC"
+    )
     # No level queued: no hint. One user, the SLO as configured in seconds and per mille.
     one = dataclasses.replace(capacity(levels=(1, 2), slots=8, finished_at=2_000_000_000.0),
                               max_concurrency=1, slo_ttft=1.0, slo_tpot=0.1,

@@ -144,11 +144,16 @@ def _bar(targets: Sequence[TargetState], items: list[Row]) -> str:
   </div>"""
 
 
-Sweeps = dict[tuple[str, str], CapacityRecord]  # (target, model) -> its latest load sweep
+# (target, model) -> its latest load sweep, and when the next one may start
+Sweeps = dict[tuple[str, str], tuple[CapacityRecord, float | None]]
 
 
 def _sweeps(snapshot: Snapshot) -> Sweeps:
-    return {key: e.capacity for key, e in snapshot.models.items() if e.capacity is not None}
+    return {
+        key: (e.capacity, e.capacity_due_at)
+        for key, e in snapshot.models.items()
+        if e.capacity is not None
+    }
 
 
 def _board(items: list[Row], sweeps: Sweeps, display: DisplaySettings = DEFAULT_DISPLAY) -> str:
@@ -303,7 +308,7 @@ def _body(
         try:
             lines.append(_row(r, {name: order[id(r)] for name, order in ranks.items()},
                               graded["ttft"][id(r)], graded["tps"][id(r)],
-                              sweeps.get((r["target"], r["model"]))))  # fmt: skip
+                              *sweeps.get((r["target"], r["model"]), (None, None))))  # fmt: skip
         except Exception as exc:  # one model's row never takes the page down
             RENDER_ERRORS.failed("page", str(r.get("target")), str(r.get("model")), exc)
     return f'<tbody id="{body_id}" class="rows">{head}{"".join(lines)}</tbody>'
@@ -315,6 +320,7 @@ def _row(
     ttft: grades.Grade | None,
     tps: grades.Grade | None,
     sweep: CapacityRecord | None,
+    due: float | None,
 ) -> str:
     attrs = "".join(f' data-r-{name}="{rank}"' for name, rank in ranks.items())
     error = f'<div class="err">{_e(r["error"])}</div>' if r["error"] else ""
@@ -332,7 +338,7 @@ def _row(
         f'<td class="num fold">{_e(str(r["context"] or "—"))}</td>'
         f'<td class="fold">{_e(r["quant"] or "—")}</td>'
         f'<td class="caps fold">{caps or "—"}</td>'
-        f"{_metric('ttft', r, ttft)}{_metric('tps', r, tps)}{page_capacity.cell(sweep)}"
+        f"{_metric('ttft', r, ttft)}{_metric('tps', r, tps)}{page_capacity.cell(sweep, due)}"
         f'<td class="num fold">{_e(grades.format_seconds(load)) if load is not None else "—"}'
         f'</td><td class="where fold">{_status(r)}</td>'
         "</tr>"

@@ -29,19 +29,20 @@ HEADING_TITLE: Final = (
 )
 
 
-def cell(record: CapacityRecord | None) -> str:
-    """The leaderboard's "Users within SLO" cell: ``—`` before any sweep, red at 0."""
+def cell(record: CapacityRecord | None, next_at: float | None = None) -> str:
+    """The leaderboard's "Users within SLO" cell: ``—`` before any sweep, red at 0;
+    ``next_at``: when the next sweep may start (Unix seconds), said under the chart."""
     users = users_within_slo(record)
     if record is None or users is None:
         return f'<td class="num fold users" data-col="users" title="{_e(OPT_IN)}">—</td>'
     poor = " poor" if users == 0 else ""
     return (
         f'<td class="num fold users{poor}" data-col="users" title="{_e(lines(record)[0])}"'
-        f' data-capacity="{_e(payload(record))}"><span class="v">{users}</span></td>'
+        f' data-capacity="{_e(payload(record, next_at))}"><span class="v">{users}</span></td>'
     )
 
 
-def payload(record: CapacityRecord) -> str:
+def payload(record: CapacityRecord, next_at: float | None = None) -> str:
     """What the detail view's capacity chart draws, as JSON: figures to 4 significant digits
     (a chart needs no more; every row of the page carries them), one that is not finite null,
     and a level below one user (no sweep runs one) left out."""
@@ -60,19 +61,21 @@ def payload(record: CapacityRecord) -> str:
         "max": users_within_slo(record),
         "slo_ttft": number(record.slo_ttft),
         "levels": levels,
-        "lines": lines(record),
+        "lines": lines(record, next_at),
     }
     return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
-def lines(record: CapacityRecord) -> list[str]:
-    """The text under the chart: the users within the SLO and when, then what the curve says
-    about the server's parallel slots, the levels that lagged, and a refusal part-way."""
+def lines(record: CapacityRecord, next_at: float | None = None) -> list[str]:
+    """The text under the chart: the users within the SLO, when (and when the next sweep may
+    start), then what the curve says about the server's parallel slots, the levels that
+    lagged, and a refusal part-way."""
     users = users_within_slo(record) or 0
     head = f"{users} user{'' if users == 1 else 's'} within SLO ({slo(record)})"
     if users == 0:
         head += ": not even one"
-    out = [f"{head} · swept {_when(record.finished_at)}"]
+    then = f" · next sweep {_when(next_at)}" if next_at is not None else ""
+    out = [f"{head} · swept {_when(record.finished_at)}{then}"]
     if (hint := record.slots_hint) is not None:
         out.append(hint)
     lagged = [level.concurrency for level in record.levels if level.lagged]
