@@ -13,7 +13,8 @@ from typing import Final
 from ometer_exporter.config.checks import Checker, ConfigError, show
 
 FORMATS: Final = ("json", "csv")
-VIEWS: Final = ("models", "prompt_length")  # a row per model, or per model and prompt length
+# A row per model; per model and prompt length; per model and level of its load sweep.
+VIEWS: Final = ("models", "prompt_length", "capacity")
 _PARAMETERS: Final = ("format", "model", "reverse", "sort", "target", "verbose", "view")
 
 
@@ -71,9 +72,10 @@ class Query:
         view = _one(checker, params, "view") or "models"
         if view not in VIEWS:
             checker.problems.append(f"view={show(view)} is not allowed (use {', '.join(VIEWS)})")
-        elif view == "prompt_length" and (sort is not None or verbose):
-            checker.problems.append("view=prompt_length takes no sort= or verbose= (rows come "
-                                    "by target, model and length)")  # fmt: skip
+        elif view != "models" and (sort is not None or verbose):
+            order = "length" if view == "prompt_length" else "concurrency"
+            checker.problems.append(f"view={view} takes no sort= or verbose= (rows come by "
+                                    f"target, model and {order})")  # fmt: skip
         if checker.problems:
             raise ExportError(checker.problems)
         return cls(

@@ -94,12 +94,16 @@ def _new_family(spec: Spec) -> Metric:
         return HistogramMetricFamily(spec.name, spec.help, labels=labels)
     if spec.type == "info":
         return InfoMetricFamily(spec.name, spec.help, labels=labels[: _info_split(spec)])
+    if spec.type == "summary":  # quantile samples only (SummaryMetricFamily adds count, sum)
+        return Metric(spec.name, spec.help, "summary")
     return GaugeMetricFamily(spec.name, spec.help, labels=labels)
 
 
 def _info_split(spec: Spec) -> int:
     """Info families: identifying labels first, then the metadata labels."""
-    return {"ometer_model": 2, "ometer_target": 1, "ometer_benchmark_config": 1}.get(spec.name, 0)
+    splits = {"ometer_model": 2, "ometer_target": 1, "ometer_benchmark_config": 1,
+              "ometer_capacity_config": 2}  # fmt: skip
+    return splits.get(spec.name, 0)
 
 
 def _add(metric: Metric, spec: Spec, labels: tuple[str, ...], value: float) -> None:
@@ -110,6 +114,8 @@ def _add(metric: Metric, spec: Spec, labels: tuple[str, ...], value: float) -> N
         )
     elif isinstance(metric, CounterMetricFamily | GaugeMetricFamily):
         metric.add_metric(list(labels), value)
+    elif metric.type == "summary":
+        metric.add_sample(spec.name, dict(zip(spec.labels, labels, strict=True)), value)
 
 
 def full_render(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ometer_exporter.names import match_model
+from ometer_exporter.store.capacity import QUANTILES, CapacityLevel, CapacityRecord
 from ometer_exporter.store.records import ModelEntry, Snapshot, TargetState
 from ometer_exporter.views.isolation import RENDER_ERRORS
 from ometer_exporter.views.isolation import integer as _i
@@ -199,21 +200,34 @@ LENGTH_COLUMNS: Final = (
 )
 
 
-def length_rows(snapshot: Snapshot, query: Query, *, view: str = "export") -> list[Row]:
-    """``view=prompt_length``: a row per model and configured prompt length, by target, model
-    and length; models without the axis have no rows."""
+def _per_model(
+    snapshot: Snapshot, query: Query, view: str, model_rows: Callable[[ModelEntry], list[Row]]
+) -> list[Row]:
+    """The rows ``model_rows`` makes of each model the query's filters let in, by target and
+    model; a model whose rows cannot be made is left out, logged and counted under ``view``."""
     out: list[Row] = []
     for entry in sorted(snapshot.models.values(), key=lambda e: (e.target, e.model.lower())):
-        b = entry.benchmark
-        if b is None or (query.targets and entry.target not in query.targets):
+        if query.targets and entry.target not in query.targets:
             continue
         if query.models and not any(match_model(q, entry.model) for q in query.models):
             continue
         try:
-            out += [_length_row(entry, i) for i in range(len(b.length_prompt_tokens))]
+            out += model_rows(entry)
         except Exception as exc:  # defense in depth: one model never takes the response down
             RENDER_ERRORS.failed(view, str(entry.target), str(entry.model), exc)
     return out
+
+
+def length_rows(snapshot: Snapshot, query: Query, *, view: str = "export") -> list[Row]:
+    """``view=prompt_length``: a row per model and configured prompt length, by target, model
+    and length; models without the axis have no rows."""
+
+    def lengths(entry: ModelEntry) -> list[Row]:
+        b = entry.benchmark
+        count = len(b.length_prompt_tokens) if b is not None else 0
+        return [_length_row(entry, i) for i in range(count)]
+
+    return _per_model(snapshot, query, view, lengths)
 
 
 def _length_row(entry: ModelEntry, i: int) -> Row:
@@ -236,6 +250,94 @@ def _length_row(entry: ModelEntry, i: int) -> Row:
         "ttft_seconds_per_1k_tokens": _f(b.ttft_per_1k_prompt_tokens),
         "benchmarked_at": _rfc3339(b.finished_at),
     })  # fmt: skip
+
+
+_QUANTILE_NAMES: Final = tuple(f"p{round(q * 100)}" for q in QUANTILES)  # p50 p90 p95 p99
+_LEVEL_QUANTILES: Final = ("ttft", "tpot", "e2e", "queue_wait")  # CapacityLevel's tuples
+CAPACITY_COLUMNS: Final = (
+    "target",
+    "model",
+    "concurrency",
+    "requests",
+    "good",
+    "met_slo",
+    *(f"{measure}_{q}_seconds" for measure in _LEVEL_QUANTILES for q in _QUANTILE_NAMES),
+    "output_tokens_per_second",
+    "goodput_requests_per_second",
+    "slo_attainment_ratio",
+    "passed",
+    "queued",
+    "lagged",
+    "window_seconds",
+    "max_concurrency",
+    "server_parallel_slots",
+    "slo_ttft_seconds",
+    "slo_tpot_seconds",
+    "slo_attainment",
+    "num_predict",
+    "requests_per_level",
+    "started_at",
+    "finished_at",
+    "stopped",
+    "url",
+    "ollama_version",
+)
+
+
+def capacity_rows(snapshot: Snapshot, query: Query, *, view: str = "export") -> list[Row]:
+    """``view=capacity``: a row per model and level of its latest load sweep, by target, model
+    and concurrency, each with its sweep's figures; models without a sweep have no rows."""
+
+    def levels(entry: ModelEntry) -> list[Row]:
+        sweep = entry.capacity
+        if sweep is None:
+            return []
+        common = _sweep_cells(sweep)
+        ordered = sorted(sweep.levels, key=lambda level: level.concurrency)
+        return [_checked(_level_cells(entry, level) | common) for level in ordered]
+
+    return _per_model(snapshot, query, view, levels)
+
+
+def _level_cells(entry: ModelEntry, level: CapacityLevel) -> Row:
+    out: Row = {
+        "target": entry.target,
+        "model": entry.model,
+        "concurrency": _i(level.concurrency),
+        "requests": _i(level.requests),
+        "good": _i(level.good),
+        "met_slo": _i(level.met_slo),
+    }
+    measures = (level.ttft, level.tpot, level.e2e, level.queue_wait)
+    for measure, values in zip(_LEVEL_QUANTILES, measures, strict=True):
+        for i, q in enumerate(_QUANTILE_NAMES):
+            out[f"{measure}_{q}_seconds"] = _f(values[i]) if i < len(values) else None
+    return out | {
+        "output_tokens_per_second": _f(level.output_tokens_per_second),
+        "goodput_requests_per_second": _f(level.goodput),
+        "slo_attainment_ratio": _f(level.attainment),
+        "passed": level.passed,
+        "queued": level.queued,
+        "lagged": level.lagged,
+        "window_seconds": _f(level.window),
+    }
+
+
+def _sweep_cells(sweep: CapacityRecord) -> Row:
+    return {
+        "max_concurrency": _i(sweep.max_concurrency or 0),  # 0: not even the first level met it
+        "server_parallel_slots": _i(sweep.parallel_slots),
+        "slo_ttft_seconds": _f(sweep.slo_ttft),
+        "slo_tpot_seconds": _f(sweep.slo_tpot),
+        "slo_attainment": _f(sweep.slo_attainment),
+        "num_predict": _i(sweep.num_predict),
+        "requests_per_level": _i(sweep.requests_per_level),
+        "started_at": _rfc3339(sweep.started_at),
+        "finished_at": _rfc3339(sweep.finished_at),
+        "stopped": sweep.stopped,
+        "url": sweep.url or None,
+        "ollama_version": sweep.ollama_version or None,
+    }
 
 
 def columns_of(items: Sequence[Row]) -> list[str]:

@@ -8,6 +8,7 @@ snapshot.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -18,12 +19,30 @@ from ometer_exporter.config.settings import DEFAULT_DISPLAY, Settings
 from ometer_exporter.store.records import Snapshot
 from ometer_exporter.views import history, page
 from ometer_exporter.views.query import ExportError, Query
-from ometer_exporter.views.rows import LENGTH_COLUMNS, length_rows, rows, to_csv, to_json
+from ometer_exporter.views.rows import (
+    CAPACITY_COLUMNS,
+    LENGTH_COLUMNS,
+    Row,
+    capacity_rows,
+    length_rows,
+    rows,
+    to_csv,
+    to_json,
+)
 from ometer_exporter.web.lifecycle import EXPORTER
 from ometer_exporter.web.negotiate import accepts_gzip, wants_openmetrics
 
 # ``--web.enable-lifecycle``: whether ``POST /-/reload`` works (off by default, as Prometheus).
 LIFECYCLE_API: Final = web.AppKey("enable_lifecycle", bool)
+
+# ``/export?view=``: how its rows are made, and their fixed columns (the models view's depend
+# on ``verbose``).
+ROWS_OF: Final[Mapping[str, Callable[[Snapshot, Query], list[Row]]]] = {
+    "models": rows, "prompt_length": length_rows, "capacity": capacity_rows,
+}  # fmt: skip
+COLUMNS_OF: Final[Mapping[str, Sequence[str]]] = {
+    "prompt_length": LENGTH_COLUMNS, "capacity": CAPACITY_COLUMNS,
+}  # fmt: skip
 
 TEXT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -84,9 +103,7 @@ async def export(request: web.Request) -> web.Response:
     except ExportError as exc:
         return web.Response(status=400, text=f"bad request: {exc}\n")
     snapshot = request.app[EXPORTER].store.snapshot
-    lengths = query.view == "prompt_length"
-    items = length_rows(snapshot, query) if lengths else rows(snapshot, query)
-    columns = LENGTH_COLUMNS if lengths else None
+    items, columns = ROWS_OF[query.view](snapshot, query), COLUMNS_OF.get(query.view)
     if query.format == "csv":
         text = await asyncio.to_thread(lambda: to_csv(items, columns=columns))
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
