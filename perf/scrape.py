@@ -1,11 +1,14 @@
 """Scrape cost of ``/metrics`` with many models (docs/performance.md, "2. Scrape cost").
 
-    python perf/scrape.py [--models 1000] [--duration 10] [--quick]
+    python perf/scrape.py [--models 1000] [--capacity-levels 5] [--duration 10] [--quick]
 
 A server process (not pinned, as in production) runs the exporter's real aiohttp app
 (``web.app.create_app`` with its lifecycle, no targets) whose store holds a snapshot of
 ``--models`` models built directly with ``tests/factories.py``, spread over 4 targets, plus
-the exporter's loop-lag probe and a 1 ms stall probe. Load comes from other processes pinned
+the exporter's loop-lag probe and a 1 ms stall probe. Every series is present: each model also
+has a load sweep of ``--capacity-levels`` levels (``factories.capacity``, the capacity series
+of ``benchmark.capacity``); ``--capacity-levels 0`` gives the model set of the runs before
+capacity existed. Load comes from other processes pinned
 to core 1, always with Prometheus's ``Accept`` header and ``Accept-Encoding: gzip``:
 
 1. cold: the first scrape (every model rendered) — its latency and the loop stall it caused;
@@ -39,7 +42,7 @@ from typing import Any
 
 import _common
 from aiohttp import web
-from factories import entry, snapshot
+from factories import capacity, entry, snapshot
 from openloop import PROMETHEUS_ACCEPT, SCRAPE_HEADERS
 
 from ometer_exporter.store.records import Snapshot
@@ -49,13 +52,18 @@ from ometer_exporter.views.reference import full_render
 TARGETS = 4
 
 
-def build_snapshot(models: int, generation: int = 1) -> Snapshot:
-    """``models`` models spread over ``TARGETS`` targets, every series present."""
-    entries = [
-        entry(f"gpu-{i % TARGETS}", f"family{i // 7}/model-{i}:q{i % 5}",
-              ttft=0.05 + i * 1e-4, tps=40 + i % 90)
-        for i in range(models)
-    ]  # fmt: skip
+def build_snapshot(models: int, levels: int = 0, generation: int = 1) -> Snapshot:
+    """``models`` models spread over ``TARGETS`` targets, every series present; with a load
+    sweep of ``levels`` levels (1, 2, 4, …) each when ``levels`` > 0."""
+    concurrency = tuple(2**n for n in range(levels))
+    entries = []
+    for i in range(models):
+        e = entry(f"gpu-{i % TARGETS}", f"family{i // 7}/model-{i}:q{i % 5}",
+                  ttft=0.05 + i * 1e-4, tps=40 + i % 90)  # fmt: skip
+        if levels:
+            sweep = capacity(levels=concurrency, slots=1 + i % 8, tokens_per_second=40 + i % 90)
+            e = replace(e, capacity=sweep, capacity_aborted=(("contended", i % 3),))
+        entries.append(e)
     return snapshot(entries, generation=generation)
 
 
@@ -75,7 +83,7 @@ def changed(snap: Snapshot, index: int) -> Snapshot:
 # -- the server process ----------------------------------------------------------------------
 
 
-async def serve(models: int, port: int) -> None:
+async def serve(models: int, levels: int, port: int) -> None:
     from ometer_exporter.config.load import load_settings
     from ometer_exporter.config.settings import Overrides
     from ometer_exporter.web.app import EXPORTER, create_app, settle_memory
@@ -118,7 +126,7 @@ async def serve(models: int, port: int) -> None:
     try:
         await exporter.wait_ready()
         # The snapshot is built directly: the store's current snapshot.
-        exporter.store._snapshot = build_snapshot(models)
+        exporter.store._snapshot = build_snapshot(models, levels)
         settle_memory()  # as start-up does once results are restored
         probe.start()
         site = web.TCPSite(runner, "127.0.0.1", port)
@@ -195,9 +203,9 @@ def wrk(url: str, duration: float, connections: int = 20) -> dict[str, float] | 
     return result
 
 
-async def rerender_cost(models: int, reps: int) -> dict[str, float]:
+async def rerender_cost(models: int, levels: int, reps: int) -> dict[str, float]:
     """Median seconds: one changed model re-rendered (gzip, as scraped) vs full_render."""
-    snap = build_snapshot(models)
+    snap = build_snapshot(models, levels)
     exposition = Exposition()
     for om in (True, False):
         await exposition.render(snap, openmetrics=om, gzip=True)
@@ -246,12 +254,13 @@ def closed_loop(base: str, url: str, duration: float) -> dict[str, Any]:
     return {"wrk": closed, "wrk_stall": wrk_stall.as_dict()}
 
 
-def run(models: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
+def run(models: int, levels: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
     print(_common.machine(), flush=True)
-    print(f"scrape cost: {models} models over {TARGETS} targets, Prometheus Accept + gzip; "
-          f"load generators pinned to core 1", flush=True)  # fmt: skip
+    sweeps = f", a {levels}-level load sweep each" if levels else ", no load sweeps"
+    print(f"scrape cost: {models} models over {TARGETS} targets{sweeps}, Prometheus Accept + "
+          f"gzip; load generators pinned to core 1", flush=True)  # fmt: skip
     args = [sys.executable, str(Path(__file__)), "--serve", "--models", str(models),
-            "--port", str(_common.free_port())]  # fmt: skip
+            "--capacity-levels", str(levels), "--port", str(_common.free_port())]  # fmt: skip
     results: dict[str, Any] = {}
     with _common.running(args) as (printed, _proc):
         base = f"http://127.0.0.1:{printed}"
@@ -298,7 +307,7 @@ def run(models: int, duration: float, rate: float, reps: int) -> dict[str, Any]:
         _common.figure("server RSS", f"{rss['rss'] / 2**20:.1f} MiB "
                        f"(peak {rss['peak'] / 2**20:.1f})")  # fmt: skip
 
-    cost = asyncio.run(rerender_cost(models, reps))
+    cost = asyncio.run(rerender_cost(models, levels, reps))
     ratio = cost["rerender_s"] / cost["full_s"]
     _common.figure("full prometheus_client render (full_render)", f"{cost['full_s'] * 1e3:.1f} ms")
     _common.figure("cold Exposition render + gzip", f"{cost['cold_s'] * 1e3:.1f} ms")
@@ -313,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--models", type=int, default=1000)
+    p.add_argument(
+        "--capacity-levels", type=int, default=5,
+        help="levels of each model's load sweep (0: none, the model set before capacity)",
+    )  # fmt: skip
     p.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
     p.add_argument("--rate", type=float, default=50.0)
     p.add_argument("--reps", type=int, default=20, help="re-render repetitions")
@@ -322,11 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        asyncio.run(serve(args.models, args.port))
+        asyncio.run(serve(args.models, args.capacity_levels, args.port))
         return 0
     if args.quick:
         args.models, args.duration, args.reps = min(args.models, 50), 1.0, 3
-    results = run(args.models, args.duration, args.rate, args.reps)
+    results = run(args.models, args.capacity_levels, args.duration, args.rate, args.reps)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

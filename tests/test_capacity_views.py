@@ -31,7 +31,8 @@ from ometer_exporter.views.reference import full_render
 from ometer_exporter.views.rows import CAPACITY_COLUMNS, capacity_rows, to_csv, to_json
 from ometer_exporter.web.routes import COLUMNS_OF, ROWS_OF
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+Key = tuple[str, tuple[tuple[str, str], ...]]  # a sample: its name and sorted labels
+Samples = dict[Key, float]
 NASTY = 'evil"model\\with\nnewline:latest'
 PER_LEVEL = {  # the gauges with a concurrency label and the level's field behind each
     "ometer_capacity_output_tokens_per_second": "output_tokens_per_second",
@@ -61,7 +62,7 @@ def metrics(snap: Snapshot, *, openmetrics: bool = False) -> Samples:
     }
 
 
-def at(name: str, target: str, model: str, **labels: str) -> tuple[str, tuple[tuple[str, ...]]]:
+def at(name: str, target: str, model: str, **labels: str) -> Key:
     return name, tuple(sorted({"target": target, "model": model, **labels}.items()))
 
 
@@ -250,8 +251,8 @@ def test_a_row_per_model_and_level_with_every_figure() -> None:
         assert r["server_parallel_slots"] == record.parallel_slots
         assert (r["slo_ttft_seconds"], r["slo_tpot_seconds"], r["slo_attainment"]) == (
             record.slo_ttft, record.slo_tpot, record.slo_attainment)  # fmt: skip
-        assert (r["num_predict"], r["requests_per_level"]) == (record.num_predict,
-                                                              record.requests_per_level)  # fmt: skip
+        assert r["num_predict"] == record.num_predict
+        assert r["requests_per_level"] == record.requests_per_level
         for column, moment in (("started_at", record.started_at),
                                ("finished_at", record.finished_at)):  # fmt: skip
             assert r[column].endswith("Z")
@@ -282,8 +283,9 @@ def test_json_and_csv_have_the_columns_in_order() -> None:
 def test_filters_by_target_and_model() -> None:
     snap = export_snapshot()
 
-    def models(**query: tuple[str, ...]) -> set[str]:
-        return {r["model"] for r in capacity_rows(snap, Query(view="capacity", **query))}
+    def models(targets: tuple[str, ...] = (), models: tuple[str, ...] = ()) -> set[str]:
+        query = Query(view="capacity", targets=targets, models=models)
+        return {r["model"] for r in capacity_rows(snap, query)}
 
     assert models(targets=("cpu",)) == {"llama3.2:1b"}
     assert models(models=("llama3.2",)) == {"llama3.2:1b", "llama3.2:latest"}

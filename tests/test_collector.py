@@ -6,9 +6,10 @@ import asyncio
 import gzip
 import shutil
 import subprocess
+from dataclasses import replace
 
 import pytest
-from factories import entry, snapshot
+from factories import capacity, entry, snapshot
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
@@ -68,17 +69,46 @@ async def test_gzip_body_is_the_text_body(snap: Snapshot) -> None:
     assert b"process_cpu_seconds_total" in unzipped
 
 
+async def test_a_change_recompresses_only_the_families_whose_lines_changed(monkeypatch) -> None:
+    import ometer_exporter.views.exposition as collector
+
+    entries = [replace(entry("local", f"m{i}:latest"), capacity=capacity()) for i in range(3)]
+    exposition = Exposition()
+    await exposition.render(snapshot(entries), openmetrics=False, gzip=True)
+    deflated: list[bytes] = []
+    original = collector._deflate
+
+    def recording(pieces, level):
+        pieces = list(pieces)
+        deflated.extend(p for p in pieces if p)
+        return original(pieces, level)
+
+    monkeypatch.setattr(collector, "_deflate", recording)
+    entries[1] = replace(entries[1], benchmark=entry("local", "m1:latest", ttft=0.75).benchmark)
+    changed = snapshot(entries, generation=2)
+    zipped = await exposition.render(changed, openmetrics=False, gzip=True)
+    plain = await exposition.render(changed, openmetrics=False, gzip=False)
+    recompressed = b"".join(deflated)
+    assert b'ometer_time_to_first_token_seconds{target="local",model="m1:latest"} 0.75' in (
+        recompressed)  # fmt: skip
+    assert b"ometer_capacity_" not in recompressed  # the load sweeps' lines did not change
+    unzipped = gzip.decompress(zipped)  # checks the CRC-32 and length of the whole body
+    cut = plain.index(b"# HELP process_")
+    assert unzipped[:cut] == plain[:cut]
+    assert b'model="m1:latest"} 0.75\n' in unzipped
+
+
 async def test_unchanged_snapshot_is_not_rerendered(snap: Snapshot, monkeypatch) -> None:
     exposition = Exposition()
     await exposition.render(snap, openmetrics=False, gzip=True)
     calls = []
-    original = exposition.snapshot_text
+    original = exposition._build
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(exposition, "snapshot_text", counting)
+    monkeypatch.setattr(exposition, "_build", counting)
     for _ in range(5):
         await exposition.render(snap, openmetrics=False, gzip=True)
     assert calls == []
