@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ollama_emulator import RequestRecord, chat_model
+from ollama_emulator import OllamaEmulator, RequestRecord, chat_model
 from service import until
 from test_cli import exporter_process, free_port, terminate
 
@@ -54,6 +54,17 @@ def tokens(record: RequestRecord) -> object:
 
 def sweep_requests(records: list[RequestRecord]) -> list[RequestRecord]:
     return [r for r in records if tokens(r) == SWEEP_TOKENS]
+
+
+async def until_unloaded_once(emu: OllamaEmulator, model: str, *, since: float) -> None:
+    """The model leaves memory within 2 s, by the one unload (keep-alive 0) sent after
+    ``since`` (the emulator's perf_counter)."""
+    await until(lambda: not emu.loaded(), what="the model unloaded", within=2)
+    unloads = [
+        r for r in emu.records_for("/api/chat")
+        if r.body == {"model": model, "messages": [], "keep_alive": 0} and r.arrived > since
+    ]  # fmt: skip
+    assert len(unloads) == 1
 
 
 def most_at_once(records: list[RequestRecord]) -> int:
@@ -159,9 +170,4 @@ async def test_sigterm_mid_sweep_exits_promptly_and_unloads_what_it_loaded(
     assert seconds < 5
     # The killed process's streams end at the emulator's next write, as Ollama's do: then the
     # keep-alive 0 our unload set takes the model out of memory.
-    await until(lambda: not emu.loaded(), what="the model unloaded", within=2)
-    unloads = [
-        r for r in emu.records_for("/api/chat")
-        if r.body == {"model": LLAMA, "messages": [], "keep_alive": 0} and r.arrived > signalled
-    ]  # fmt: skip
-    assert len(unloads) == 1  # ... and unloaded it on the way out
+    await until_unloaded_once(emu, LLAMA, since=signalled)  # ... and unloaded it on the way out

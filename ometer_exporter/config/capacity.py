@@ -51,7 +51,7 @@ def _checked(checker: Checker, key: str, item: object, at: str) -> object | None
     if key == "window":
         return _window(checker, item, at)
     if key == "concurrency":
-        return _levels(checker, item, at)
+        return parse_levels(checker, item, at)
     if key == "requests_per_level":
         return checker.in_range(item, at, REQUESTS_PER_LEVEL_RANGE)
     if key == "num_predict":
@@ -67,7 +67,9 @@ def _window(checker: Checker, value: object, path: str) -> str | None:
     return value
 
 
-def _levels(checker: Checker, value: object, path: str) -> tuple[int, ...] | None:
+def parse_levels(checker: Checker, value: object, path: str) -> tuple[int, ...] | None:
+    """Concurrency levels (``concurrency``, ``bench --concurrency``): distinct, each within
+    :data:`CONCURRENCY_RANGE`, at least one; returned ascending."""
     if value == []:
         checker.add(path, "the list is empty; allowed: concurrency levels such as [1, 2, 4]")
         return None

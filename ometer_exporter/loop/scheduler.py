@@ -2,8 +2,8 @@
 
 It owns the loop's lifecycle (``running``): the loop-lag probe every measurement consults, the
 workers, and the store they write, closed only once the workers have stopped. Besides the
-endless loop (``apply``) it runs one requested cycle (``discover_once`` then ``measure_once``),
-what ``ometer-exporter bench`` does.
+endless loop (``apply``) it runs one requested cycle (``discover_once`` then ``measure_once``,
+or ``sweep_once`` for load sweeps), what ``ometer-exporter bench`` does.
 
 A worker cannot die unnoticed: one whose task ends by an exception is logged, counted as a loop
 error and restarted after :data:`RESTART_DELAY`; until then ``running`` is false (``/-/ready``).
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from ometer_exporter.client.errors import OllamaError
 from ometer_exporter.config.describe import describe_target, target_changes
@@ -23,6 +23,7 @@ from ometer_exporter.config.settings import Settings, TargetSettings
 from ometer_exporter.loop.holds import UsageHolds
 from ometer_exporter.loop.selection import target_state
 from ometer_exporter.loop.worker import CycleProgress, TargetWorker
+from ometer_exporter.measure.capacity import Sweep
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.store.records import ModelKey
 from ometer_exporter.store.store import Store
@@ -30,6 +31,17 @@ from ometer_exporter.store.store import Store
 log = logging.getLogger(__name__)
 
 RESTART_DELAY: Final = 1.0  # seconds before a worker that ended by an exception is restarted
+
+
+class SweepProgress(Protocol):
+    """What ``Scheduler.sweep_once`` reports, model by model."""
+
+    def started(self, target: str, model: str) -> None:
+        """The model's load sweep begins."""
+
+    def finished(self, target: str, model: str, outcome: Sweep | OllamaError | None) -> None:
+        """The sweep ended (its record, if any, is stored): how it ended, the error that
+        stopped it (the target stopped answering), or None (not loaded, nothing swept)."""
 
 
 class Scheduler:
@@ -150,6 +162,25 @@ class Scheduler:
             )
         )
         return {n: limit for n, limit in zip(names, limits, strict=True) if limit is not None}
+
+    async def sweep_once(self, keys: Sequence[ModelKey], *, progress: SweepProgress) -> None:
+        """A load sweep of each (target, model) once, loading the model as needed
+        (``TargetWorker.sweep_capacity``): targets concurrently, one model at a time within a
+        target (two sweeps on one server would measure each other), in the given order."""
+
+        async def one_target(name: str) -> None:
+            worker = self.workers[name]
+            for model in [m for t, m in keys if t == name]:
+                progress.started(name, model)
+                try:
+                    outcome: Sweep | OllamaError | None = await worker.sweep_capacity(
+                        model, allow_load=True
+                    )
+                except OllamaError as exc:  # the target stopped answering
+                    outcome = exc
+                progress.finished(name, model, outcome)
+
+        await asyncio.gather(*(one_target(n) for n in self.workers if any(t == n for t, _ in keys)))
 
     # -- stopping ----------------------------------------------------------------------------
 

@@ -452,9 +452,9 @@ class TargetWorker:
 
     # -- load sweeps -------------------------------------------------------------------------
 
-    def _sweepable(self, name: str) -> bool:
-        """A local chat model its target measures (a cloud model's capacity is not ours to
-        load-test, and an embedding model has no tokens to stream)."""
+    def sweepable(self, name: str) -> bool:
+        """Whether a load sweep may run on ``name``: a local chat model its target measures (a
+        cloud model's capacity is not ours to load-test, an embedding model has no tokens)."""
         if self.target.cloud or name in self._cloud_models or not wanted(self.target, name):
             return False
         entry = self.store.snapshot.models.get((self.target.name, name))
@@ -468,7 +468,7 @@ class TargetWorker:
         if not self.target.benchmark.capacity.enabled:
             return
         now = time.time()
-        models = [name for name in self._models if self._sweepable(name)]
+        models = [name for name in self._models if self.sweepable(name)]
         self.store.set_capacity_due(
             self.target.name, {m: self.sweeps.next_start(m, now) for m in models}
         )

@@ -164,6 +164,20 @@ def render(
     return _to_string(lines, color=color)
 
 
+def grid(
+    titles: Sequence[tuple[str, bool]],
+    body: Sequence[Sequence[tuple[str, str | None]]],
+    *,
+    color: bool = False,
+) -> str:
+    """Any other table in the same style (no trailing newline): a bold header, its rule, a line
+    per row. ``titles``: each column's title and whether it is numeric (right-aligned);
+    ``body``: each cell's text (made safe by the caller) and style (a key of STYLES)."""
+    columns = [_Column(title, title, numeric=numeric) for title, numeric in titles]
+    cells = [[_Cell(text, style) for text, style in row] for row in body]
+    return _to_string(_lines(columns, cells), color=color)
+
+
 def by_kind(rows: Sequence[Row]) -> list[Row]:
     """Chat rows, then embedding rows, each in the order given (so sorted apart, as on the
     landing page: an embedding's TTFT is a whole request and its TPS counts input tokens)."""

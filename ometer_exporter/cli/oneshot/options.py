@@ -13,12 +13,16 @@ from ometer_exporter.cli.flags import Elsewhere, Parser
 from ometer_exporter.cli.oneshot.screen import isatty
 from ometer_exporter.config.api_keys import checked_key
 from ometer_exporter.config.benchmark import parse_lengths
-from ometer_exporter.config.checks import Checker, ConfigError, show_path
+from ometer_exporter.config.capacity import parse_levels
+from ometer_exporter.config.checks import Checker, ConfigError, format_duration, show_path
 from ometer_exporter.config.load import load_settings
 from ometer_exporter.config.settings import (
+    CONCURRENCY_RANGE,
     NUM_PREDICT_RANGE,
     ONESHOT_RUNS_RANGE,
     PARALLEL_RANGE,
+    REQUESTS_PER_LEVEL_RANGE,
+    CapacitySettings,
     IntRange,
     Overrides,
     Settings,
@@ -50,11 +54,11 @@ environment (also read from ./.env, ~/.env, ~/.config/ometer/.env; the real one 
   NO_COLOR               no colours
 
 exit codes:
-  0  every model was measured (or listed)
-  1  nothing matched, or no target could be reached
+  0  every model was measured (or listed, or swept)
+  1  nothing matched (or nothing to sweep), or no target could be reached
   2  usage or configuration error
-  3  some models failed (or were not measured), or some target could not be reached;
-     the others are shown"""
+  3  some models failed (or were not measured, or their load sweep was aborted or
+     refused), or some target could not be reached; the others are shown"""
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,36 @@ class _Parser(Parser):
         return parsed, rest
 
 
+def _add_sweep_flags(parser: argparse.ArgumentParser) -> None:
+    """``--capacity`` and the keys of ``benchmark.capacity`` a sweep from the terminal changes
+    (the configuration's values are the defaults; these are the built-in ones)."""
+    default = CapacitySettings()
+    sweep = parser.add_argument_group(
+        "load sweep (defaults: benchmark.capacity of the configuration)",
+        "--capacity runs a load sweep instead of the regular runs: its first level is one user "
+        "alone,\nso the runs would measure the same again (and load each model twice). The "
+        "share of a level's\nrequests that must meet both SLOs is benchmark.capacity.slo."
+        f"attainment (default {default.slo.attainment * 100:g} %).",
+    )
+    sweep.add_argument("--capacity", action="store_true",
+                       help="sweep each selected local chat model: levels of concurrent users, "
+                       "each level's TTFT, TPOT, tokens/s and goodput, the most users within "
+                       "the SLO")  # fmt: skip
+    sweep.add_argument("--concurrency", metavar="N,N…",
+                       help=f"the levels, distinct, each {_span(CONCURRENCY_RANGE)} (default "
+                       f"{','.join(map(str, default.concurrency))})")  # fmt: skip
+    sweep.add_argument("--slo-ttft", metavar="DURATION",
+                       help="time to first token a request must meet, e.g. 500ms (default "
+                       f"{format_duration(default.slo.ttft)})")  # fmt: skip
+    sweep.add_argument("--slo-tpot", metavar="DURATION",
+                       help="time per output token after the first, e.g. 25ms (default "
+                       f"{format_duration(default.slo.tpot)})")  # fmt: skip
+    sweep.add_argument("--requests-per-level", metavar="N",
+                       help="requests completed per level, at least the level itself, "
+                       f"{_span(REQUESTS_PER_LEVEL_RANGE)} (default "
+                       f"{default.requests_per_level})")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ometer-exporter bench",
@@ -128,10 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--parallel", metavar="N", help="models at once per target, "
                       f"{_span(PARALLEL_RANGE)} (default 1)")  # fmt: skip
     what.add_argument("--num-predict", metavar="N",
-                      help="output tokens per run (default 128)")  # fmt: skip
+                      help="output tokens per run, or per request of a load sweep "
+                      "(default 128)")  # fmt: skip
     what.add_argument("--prompt-tokens", metavar="N,N…",
                       help="also measure TTFT and prefill at these prompt lengths in tokens, "
                       "e.g. 512,4096 (capped to the context each model runs with)")  # fmt: skip
+    _add_sweep_flags(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--sort", choices=tuple(queries.SORT_KEYS),
                      help="sort best first: name A-Z, size/ctx largest, modified newest, "
@@ -139,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "most")  # fmt: skip
     out.add_argument("--reverse", action="store_true", help="reverse --sort")
     out.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                     help="write JSON (to stdout without PATH)")  # fmt: skip
+                     help="write JSON (to stdout without PATH); with --capacity a row per "
+                     "model and level, as /export?view=capacity")  # fmt: skip
     out.add_argument("--csv", nargs="?", const="-", metavar="PATH",
-                     help="write CSV (to stdout without PATH)")  # fmt: skip
+                     help="write CSV (to stdout without PATH), the same rows")  # fmt: skip
     out.add_argument("--history", action="store_true",
                      help="show stored results instead of measuring")  # fmt: skip
     conf = parser.add_argument_group("configuration (as serve)")
@@ -150,6 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--storage.path", dest="storage_path", metavar="DIR",
                       help="where results are stored (default ./ometer-data)")  # fmt: skip
     return parser
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityFlags:
+    """``--capacity`` and the flags that change its sweep (None: the configuration's)."""
+
+    concurrency: tuple[int, ...] | None = None
+    slo_ttft: float | None = None
+    slo_tpot: float | None = None
+    requests_per_level: int | None = None
+
+    def applied(self, base: CapacitySettings, num_predict: int | None) -> CapacitySettings:
+        """``base`` (a target's ``benchmark.capacity``) with the flags given set."""
+        slo = replace(
+            base.slo,
+            ttft=base.slo.ttft if self.slo_ttft is None else self.slo_ttft,
+            tpot=base.slo.tpot if self.slo_tpot is None else self.slo_tpot,
+        )
+        return replace(
+            base,
+            concurrency=self.concurrency or base.concurrency,
+            requests_per_level=self.requests_per_level or base.requests_per_level,
+            num_predict=num_predict or base.num_predict,
+            slo=slo,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +235,7 @@ class Options:
     json_path: str | None
     csv_path: str | None
     history: bool
+    capacity: CapacityFlags | None  # --capacity: load sweeps instead of the regular runs
     color: bool
     settings: Settings
     local_targets: tuple[TargetSettings, ...]
@@ -198,6 +261,7 @@ def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: Text
     if args.prompt_tokens is not None:
         items: list[object] = [_int_or_text(t) for t in args.prompt_tokens.split(",") if t.strip()]
         lengths = parse_lengths(checker, items, "flag --prompt-tokens")
+    capacity = _capacity_flags(checker, args)
     if checker.problems:
         raise UsageError(checker.problems)
     # --history reads the store only: it sends nothing, so it needs no key (nor reads one).
@@ -230,6 +294,7 @@ def parse_options(args: argparse.Namespace, env: Mapping[str, str], stdout: Text
         json_path=args.json,
         csv_path=args.csv,
         history=args.history,
+        capacity=capacity,
         color=isatty(stdout) and not env.get("NO_COLOR"),
         settings=settings,
         local_targets=local,
@@ -241,6 +306,48 @@ def _int_or_text(text: str) -> object:
     """A flag's list item: an integer when it reads as one (the checker names it otherwise)."""
     text = text.strip()
     return int(text) if text.lstrip("+-").isdigit() else text
+
+
+# Flags a load sweep has no use for: it measures TTFT and TPOT at every level (the first is one
+# user alone), models one at a time, and shows a curve per model, not a table to sort.
+_NOT_WITH_CAPACITY: Final = (
+    ("--ttft", "ttft"), ("--tps", "tps"), ("--runs", "runs"), ("--parallel", "parallel"),
+    ("--prompt-tokens", "prompt_tokens"), ("--verbose", "verbose"), ("--sort", "sort"),
+    ("--history", "history"),
+)  # fmt: skip
+_SWEEP_FLAGS: Final = (
+    ("--concurrency", "concurrency"), ("--slo-ttft", "slo_ttft"), ("--slo-tpot", "slo_tpot"),
+    ("--requests-per-level", "requests_per_level"),
+)  # fmt: skip
+
+
+def _capacity_flags(checker: Checker, args: argparse.Namespace) -> CapacityFlags | None:
+    """``--capacity`` and its flags, checked (None without it: then its flags are problems)."""
+    if not args.capacity:
+        for flag, dest in _SWEEP_FLAGS:
+            if getattr(args, dest) is not None:
+                checker.add(f"flag {flag}", "needs --capacity (it changes the load sweep)")
+        return None
+    for flag, dest in _NOT_WITH_CAPACITY:
+        if getattr(args, dest) not in (None, False):
+            checker.add(
+                f"flag {flag}",
+                "not with --capacity: a load sweep measures TTFT and TPOT at every level, one "
+                "model at a time; run it without --capacity",
+            )
+    levels = None
+    if args.concurrency is not None:
+        items: list[object] = [_int_or_text(t) for t in args.concurrency.split(",") if t.strip()]
+        levels = parse_levels(checker, items, "flag --concurrency")
+    slo = [
+        checker.duration(text, f"flag {flag}") if text is not None else None
+        for flag, text in (("--slo-ttft", args.slo_ttft), ("--slo-tpot", args.slo_tpot))
+    ]
+    requests = args.requests_per_level
+    if requests is not None:
+        requests = checker.integer_text(requests, "flag --requests-per-level",
+                                        REQUESTS_PER_LEVEL_RANGE)  # fmt: skip
+    return CapacityFlags(levels, slo[0], slo[1], requests)
 
 
 def _check_outputs(checker: Checker, json_path: str | None, csv_path: str | None) -> None:
@@ -305,6 +412,8 @@ def for_oneshot(target: TargetSettings, opts: Options) -> TargetSettings:
         num_predict=opts.num_predict if opts.num_predict is not None else bench.num_predict,
         prompt_tokens=opts.prompt_tokens if opts.prompt_tokens is not None else bench.prompt_tokens,
     )
+    if opts.capacity is not None:
+        bench = replace(bench, capacity=opts.capacity.applied(bench.capacity, opts.num_predict))
     if opts.models:  # named models win over the file's include/exclude
         return replace(target, select="all", include=opts.models, exclude=(), benchmark=bench)
     return replace(target, select="all", benchmark=bench)

@@ -12,14 +12,21 @@ from ometer_exporter.views import grades, table
 from ometer_exporter.views import rows as export
 
 
-def write_exports(opts: Options, rows: Sequence[export.Row], stdout: TextIO,
-                  stderr: TextIO) -> int:  # fmt: skip
-    """``--json``/``--csv``: the table's rows in the table's order (chat, then embedding)."""
-    rows = table.by_kind(rows)
+def write_exports(
+    opts: Options,
+    rows: Sequence[export.Row],
+    stdout: TextIO,
+    stderr: TextIO,
+    *,
+    columns: Sequence[str] | None = None,
+) -> int:
+    """``--json``/``--csv``: the table's rows in the table's order (chat, then embedding); or,
+    with ``columns``, other rows (``export.CAPACITY_COLUMNS``: the sweeps' levels) as given."""
+    rows = table.by_kind(rows) if columns is None else list(rows)
     for path, encode in ((opts.json_path, export.to_json), (opts.csv_path, export.to_csv)):
         if path is None:
             continue
-        text = encode(rows)
+        text = encode(rows, columns=columns)
         if path == "-":
             stdout.write(text if text.endswith("\n") else text + "\n")
             stdout.flush()
@@ -50,16 +57,22 @@ def layout(opts: Options, *, targets: int, runs: int, history: bool = False) -> 
 
 
 def outcome(
-    failed: Collection[ModelKey], selected: int, unreached: Sequence[str], stderr: TextIO
+    failed: Collection[ModelKey],
+    selected: int,
+    unreached: Sequence[str],
+    stderr: TextIO,
+    *,
+    missing: str = "not measured",
 ) -> int:
-    """EXIT_FAILED, said on stderr, when a model was not measured or a target not reached."""
+    """EXIT_FAILED, said on stderr, when a model was ``missing`` (not measured, or its load
+    sweep not finished) or a target not reached."""
     if not failed and not unreached:
         return EXIT_OK
     parts = []
     if failed:
         names = ", ".join(f"{grades.plain(m)} ({grades.plain(t)})" for t, m in sorted(failed))
         parts.append(f"{len(failed)} of {selected} model{'' if selected == 1 else 's'} "
-                     f"not measured: {names}")  # fmt: skip
+                     f"{missing}: {names}")  # fmt: skip
     if unreached:
         parts.append(f"not reached: {', '.join(unreached)}")
     print(f"ometer-exporter bench: {'; '.join(parts)} (exit {EXIT_FAILED})", file=stderr)

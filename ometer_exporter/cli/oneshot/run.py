@@ -12,11 +12,13 @@ Environment as OMeter (``ENVIRONMENT_HELP``): ``OLLAMA_LOCAL_BASE_URL`` (else ``
 ``OLLAMA_CLOUD_BASE_URL``, ``OLLAMA_CLOUD_API_KEY`` (a cloud target exists only with a key, or
 when the config file names one), ``OMETER_RUNS``, ``OMETER_PARALLEL``, ``NO_COLOR``; also read
 from ``./.env``, ``~/.env`` and ``~/.config/ometer/.env``, the real environment winning (read by
-``cli.main`` for both commands). ``--history`` lives in ``history``, the columns, exports and
-exit code in ``output``.
+``cli.main`` for both commands). ``--history`` lives in ``history``, ``--capacity`` (load sweeps
+instead of the regular runs, through ``Scheduler.sweep_once``) in ``sweeps``, the columns,
+exports and exit code in ``output``.
 
-Exit codes (``ENVIRONMENT_HELP``): 0 every model measured, 1 nothing matched or no target could
-be reached, 2 usage or configuration, 3 some models failed or some target was not reached.
+Exit codes (``ENVIRONMENT_HELP``): 0 every model measured (or swept), 1 nothing matched (or
+nothing to sweep) or no target could be reached, 2 usage or configuration, 3 some models failed
+(or their load sweep was aborted or refused) or some target was not reached.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ometer_exporter.cli.oneshot.options import (
     parse_options,
 )
 from ometer_exporter.cli.oneshot.screen import Progress, Screen, collected_warnings, isatty, menu
+from ometer_exporter.cli.oneshot.sweeps import sweep_models
 from ometer_exporter.client.errors import OllamaError
 from ometer_exporter.config.checks import ConfigError
 from ometer_exporter.config.settings import StorageSettings, TargetSettings
@@ -196,7 +199,8 @@ async def _bench(
     opts: Options, targets: tuple[TargetSettings, ...], stdout: TextIO, stderr: TextIO
 ) -> int:
     storage = opts.settings.storage
-    store = Store(storage.path if opts.measure else None, retention=storage.retention)
+    stores = opts.measure or opts.capacity is not None
+    store = Store(storage.path if stores else None, retention=storage.retention)
     run = _Run(opts, store, targets)
     async with Scheduler(store).started() as scheduler:
         with collected_warnings(stderr):
@@ -204,6 +208,9 @@ async def _bench(
             code = _select(run, found, stderr)
             if code is not None:
                 return code
+            if opts.capacity is not None:
+                return await sweep_models(opts, scheduler, run.selected, run.unreached, stdout,
+                                          stderr)  # fmt: skip
             show_table = not opts.to_stdout
             columns = output.layout(opts, targets=len(targets),
                                     runs=max(t.benchmark.runs for t in targets))  # fmt: skip

@@ -150,10 +150,15 @@ class Progress:
             self.console.print(Text(line))
         self.stream.flush()
 
-    def close(self) -> None:
-        if self.tty and self.total:
+    def clear(self) -> None:
+        """Take the progress line off the terminal (before other output; ``update`` redraws)."""
+        if self.tty:
             self._clear_line()
             self.stream.flush()
+
+    def close(self) -> None:
+        if self.total:
+            self.clear()
 
     def _clear_line(self) -> None:
         from rich.control import ControlType
