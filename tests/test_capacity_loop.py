@@ -148,9 +148,7 @@ async def test_sigterm_mid_sweep_exits_promptly_and_unloads_what_it_loaded(
         [chat_model(LLAMA, decode_tokens_per_second=20.0, output_tokens=100)], num_parallel=4
     )
     path = tmp_path / "config.yaml"
-    text = config(emu.url, select="all").replace(
-        f"num_predict: {SWEEP_TOKENS}", "num_predict: 100"
-    )
+    text = config(emu.url, select="all").replace(f"num_predict: {SWEEP_TOKENS}", "num_predict: 100")
     path.write_text(text.replace("concurrency: [1, 2, 4]", "concurrency: [2, 4]"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "OMETER_"))}

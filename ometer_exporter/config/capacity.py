@@ -1,9 +1,8 @@
 """The ``benchmark.capacity`` keys (the load sweep), read from ``benchmark`` or a target.
 
 A target's ``capacity`` mapping overrides the defaults key by key (``slo`` too), as
-``timeouts`` does. Not yet accepted in the configuration file: the loop does not schedule
-sweeps yet, and a key that did nothing would mislead. ``measure.model.measure_capacity`` runs
-a sweep with these settings.
+``timeouts`` does. ``loop.sweeps`` schedules the sweeps; ``measure.model.measure_capacity``
+runs one with these settings.
 """
 
 from __future__ import annotations

@@ -22,15 +22,29 @@ from ometer_exporter.config.describe import describe_target, target_changes
 from ometer_exporter.config.settings import Settings, TargetSettings
 from ometer_exporter.loop.holds import UsageHolds
 from ometer_exporter.loop.selection import target_state
-from ometer_exporter.loop.worker import CycleProgress, TargetWorker
+from ometer_exporter.loop.worker import TargetWorker
 from ometer_exporter.measure.capacity import Sweep
 from ometer_exporter.measure.lag import LoopLagProbe
+from ometer_exporter.measure.results import ModelResult
 from ometer_exporter.store.records import ModelKey
 from ometer_exporter.store.store import Store
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY: Final = 1.0  # seconds before a worker that ended by an exception is restarted
+
+
+class CycleProgress(Protocol):
+    """What one requested cycle reports, model by model (``Scheduler.measure_once``)."""
+
+    def started(self, target: str, model: str) -> None:
+        """A slot is free and the model's benchmark begins."""
+
+    def skipped(self, target: str, model: str) -> None:
+        """The model's turn came after a usage limit: not measured."""
+
+    def finished(self, target: str, model: str, result: ModelResult | None) -> None:
+        """The model's benchmark ended (None: not loaded, nothing measured)."""
 
 
 class SweepProgress(Protocol):
@@ -155,8 +169,8 @@ class Scheduler:
         names = [n for n in self.workers if any(t == n for t, _ in keys)]
         limits = await asyncio.gather(
             *(
-                self.workers[n].measure_once(
-                    [m for t, m in keys if t == n], parallel=parallel, progress=progress
+                _measure_target(
+                    self.workers[n], [m for t, m in keys if t == n], parallel, progress
                 )
                 for n in names
             )
@@ -206,3 +220,28 @@ class Scheduler:
             await worker.aclose()
         self._tasks.clear()
         self.workers.clear()
+
+
+async def _measure_target(
+    worker: TargetWorker, models: Sequence[str], parallel: int, progress: CycleProgress
+) -> str | None:
+    """Benchmark ``models`` of one target once, ``parallel`` at a time, in order, loading them
+    as needed. Returns the usage-limit error that stopped it (the models after it are
+    skipped)."""
+    name = worker.target.name
+    slots = asyncio.Semaphore(parallel)
+    limited: list[str] = []  # the cloud's usage window is spent: stop asking
+
+    async def one(model: str) -> None:
+        async with slots:
+            if limited:
+                progress.skipped(name, model)
+                return
+            progress.started(name, model)
+            result = await worker.benchmark(model, allow_load=True)
+            if result is not None and result.usage_limited is not None:
+                limited.append(result.usage_limited.error or "usage limit")
+            progress.finished(name, model, result)
+
+    await asyncio.gather(*(one(model) for model in models))
+    return limited[0] if limited else None

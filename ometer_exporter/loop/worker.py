@@ -8,11 +8,12 @@ in memory, once it is *idle* (``benchmark.idle_before``, see ``loop.idle``). The
 * **polls** ``/api/ps`` between cycles (every :data:`PS_POLL_INTERVAL`, sooner while a loaded due
   model waits out its quiet period): loaded/VRAM stay current, two failed polls mark the target
   down and a good one brings the next cycle forward, and a due model that is loaded and idle is
-  measured at once — so a model loaded for a few minutes of use is measured while it is there.
+  measured at once — so a model loaded for a few minutes of use is measured while it is there;
+* after a pass's measurements runs at most one **load sweep** (``loop.sweeps``), of a due model
+  that is loaded and idle: the target's measurements wait while it runs.
 
 A target that fails discovery is marked down, keeps its models' last values with success 0, and
-is retried with backoff. Every exception is caught, logged and counted; nothing a target does
-can end the loop.
+is retried with backoff. Every exception is caught, logged and counted.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 from ometer_exporter.client.engine import EngineClient, client_for
 from ometer_exporter.client.errors import ErrorType, OllamaError, OllamaNotFound
@@ -32,13 +33,13 @@ from ometer_exporter.config.settings import TargetSettings
 from ometer_exporter.loop.holds import UsageHolds, account_of
 from ometer_exporter.loop.idle import IdleTracker
 from ometer_exporter.loop.inventory import inventory_of
-from ometer_exporter.loop.outcome import Outcome, describe_run, describe_sweep
+from ometer_exporter.loop.outcome import Outcome, describe_run
 from ometer_exporter.loop.selection import method_of, reported_models, wanted
-from ometer_exporter.loop.sweeps import SweepSchedule
+from ometer_exporter.loop.sweeps import TargetSweeps
 from ometer_exporter.measure.capacity import Sweep
 from ometer_exporter.measure.lag import LoopLagProbe
-from ometer_exporter.measure.model import measure_capacity, measure_model
-from ometer_exporter.measure.results import ModelResult, model_kind
+from ometer_exporter.measure.model import measure_model
+from ometer_exporter.measure.results import ModelResult
 from ometer_exporter.names import canonical_name
 from ometer_exporter.store.records import Inventory, Status
 from ometer_exporter.store.store import Store
@@ -53,19 +54,6 @@ MIN_WAKE: Final = 0.05  # never sleep less than this between two passes
 BACKOFF_START: Final = 5.0
 BACKOFF_MAX: Final = 300.0
 SWEEP_PAUSE: Final = 2.0  # seconds of quiet a load sweep waits for before and after each level
-
-
-class CycleProgress(Protocol):
-    """What one requested cycle reports, model by model (``TargetWorker.measure_once``)."""
-
-    def started(self, target: str, model: str) -> None:
-        """A slot is free and the model's benchmark begins."""
-
-    def skipped(self, target: str, model: str) -> None:
-        """The model's turn came after a usage limit: not measured."""
-
-    def finished(self, target: str, model: str, result: ModelResult | None) -> None:
-        """The model's benchmark ended (None: not loaded, nothing measured)."""
 
 
 def jittered(interval: float, jitter: float) -> float:
@@ -95,7 +83,7 @@ class TargetWorker:
         self._due: dict[str, float] = {}  # model -> Unix time it is next due
         self._waiting: set[str] = set()  # loaded, due models waiting for their quiet period
         self._tokens_per_word: dict[str, float] = {}  # the prompt-length axis's calibration
-        self.sweeps = SweepSchedule(target.benchmark.capacity)
+        self.sweeps = TargetSweeps(target, store)
         self._next_cycle = 0.0  # Unix time
         self._failures = 0  # consecutive failed cycles
         self._reconnects = 0  # the client's count already added to the store
@@ -127,11 +115,7 @@ class TargetWorker:
     async def _start(self) -> None:
         """Stored results still fresh (a restart): refresh the inventory, benchmark when due."""
         self._due = self._stored_due()
-        self.sweeps.restore({
-            model: entry.capacity.finished_at
-            for (target, model), entry in self.store.snapshot.models.items()
-            if target == self.target.name and entry.capacity is not None
-        })  # fmt: skip
+        self.sweeps.restore()
         newest = max(self._due.values(), default=None)
         if newest is None or newest <= time.time():
             return
@@ -453,30 +437,14 @@ class TargetWorker:
     # -- load sweeps -------------------------------------------------------------------------
 
     def sweepable(self, name: str) -> bool:
-        """Whether a load sweep may run on ``name``: a local chat model its target measures (a
-        cloud model's capacity is not ours to load-test, an embedding model has no tokens)."""
-        if self.target.cloud or name in self._cloud_models or not wanted(self.target, name):
-            return False
-        entry = self.store.snapshot.models.get((self.target.name, name))
-        caps = entry.inventory.capabilities if entry and entry.inventory else ()
-        return model_kind(caps) == "chat"
+        """Whether a load sweep may run on ``name`` (``TargetSweeps.sweepable``)."""
+        return self.sweeps.sweepable(name, self._cloud_models)
 
     async def _sweep_due(self, *, cycle: bool) -> None:
         """At most one load sweep per pass (so polls and measurements go on between sweeps of
-        several models): the first due model that may be swept now — in the window, and loaded
-        and idle (``select: all`` loads one in a cycle)."""
-        if not self.target.benchmark.capacity.enabled:
-            return
-        now = time.time()
-        models = [name for name in self._models if self.sweepable(name)]
-        self.store.set_capacity_due(
-            self.target.name, {m: self.sweeps.next_start(m, now) for m in models}
-        )
-        if not self.sweeps.may_start(now):
-            return
-        for name in models:
-            if not self.sweeps.is_due(name, now):
-                continue
+        several models): the first due model that may be swept now — loaded and idle, or on a
+        ``select: all`` target in a cycle, which loads it."""
+        for name in self.sweeps.due(self._models, self._cloud_models):
             if self.target.watches_loaded:
                 if self.idle.loaded(name):
                     if not await self._idle(name):
@@ -487,31 +455,13 @@ class TargetWorker:
             return
 
     async def sweep_capacity(self, model: str, *, allow_load: bool) -> Sweep | None:
-        """One load sweep of ``model``; its record (if it publishes one) is stored and
-        persisted. None: not loaded, and loading is not allowed."""
-        target = self.target
-        entry = self.store.snapshot.models.get((target.name, model))
-        caps = entry.inventory.capabilities if entry and entry.inventory else ()
-        log.info("target %s: load sweep of %s begins (%d levels)",
-                 target.name, model, len(target.benchmark.capacity.concurrency))  # fmt: skip
-        sweep = await measure_capacity(
-            self.client, model, caps, target.benchmark, watches_loaded=target.watches_loaded,
-            allow_load=allow_load, lag_probe=self.lag_probe, pause=SWEEP_PAUSE,
-        )  # fmt: skip
+        """One load sweep of ``model`` (``TargetSweeps.run``); None: not loaded, and loading is
+        not allowed."""
+        sweep = await self.sweeps.run(
+            self.client, model, allow_load=allow_load, lag_probe=self.lag_probe, pause=SWEEP_PAUSE
+        )
         self._count_reconnects()
-        if sweep is None:
-            return None
-        self.sweeps.after(model, sweep)
-        record = self.store.record_capacity(
-            target.name, model, sweep, target.benchmark.capacity, url=target.url
-        )
-        if record is not None:
-            await self.store.persist_capacity(target.name, model, record)
-        self.store.set_capacity_due(
-            target.name, {model: self.sweeps.next_start(model, time.time())}
-        )
-        log.info("target %s: %s", target.name, describe_sweep(model, sweep))
-        if target.watches_loaded:
+        if sweep is not None and self.target.watches_loaded:
             await self._poll()  # our requests moved the expiry: the quiet period starts again
         return sweep
 
@@ -546,28 +496,3 @@ class TargetWorker:
             record = self.store.record(target.name, result, method, url=target.url)
             await self.store.persist(target.name, model, record)
         return result
-
-    async def measure_once(
-        self, models: Sequence[str], *, parallel: int, progress: CycleProgress
-    ) -> str | None:
-        """Benchmark ``models`` once, ``parallel`` at a time, in order, loading them as needed.
-
-        Returns the usage-limit error that stopped it (the models after it are skipped).
-        """
-        name = self.target.name
-        slots = asyncio.Semaphore(parallel)
-        limited: list[str] = []  # the cloud's usage window is spent: stop asking
-
-        async def one(model: str) -> None:
-            async with slots:
-                if limited:
-                    progress.skipped(name, model)
-                    return
-                progress.started(name, model)
-                result = await self.benchmark(model, allow_load=True)
-                if result is not None and result.usage_limited is not None:
-                    limited.append(result.usage_limited.error or "usage limit")
-                progress.finished(name, model, result)
-
-        await asyncio.gather(*(one(model) for model in models))
-        return limited[0] if limited else None

@@ -222,11 +222,12 @@ async def sweep(
         if warm is not None:  # no request of the level pays a new connection in its TTFT
             await warm(concurrency)
         level = await run_level(send, concurrency, requests, slo)
+        if level.error is not None:  # a refusal first: a request refused before it reached
+            done.append(level)  # the model moves no expiry, and is no one else's traffic
+            return Sweep(tuple(done), started_at, time.time(), "refused", slo, level.error)
         if not await quiet():
             return Sweep(tuple(done), started_at, time.time(), "contended", slo)
         done.append(level)
-        if level.error is not None:
-            return Sweep(tuple(done), started_at, time.time(), "refused", slo, level.error)
         if failed_at is not None:
             break
         if not level.passed:

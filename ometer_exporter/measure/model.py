@@ -176,14 +176,9 @@ async def measure_capacity(
                 retry=False,
             )
 
-        async def warm(connections: int) -> None:
-            """Open the level's connections beforehand: at once, so none is reused."""
-            with contextlib.suppress(OllamaError):
-                await asyncio.gather(*(client.version() for _ in range(connections)))
-
         result = await sweep(
             send, capacity.concurrency, requests=capacity.requests_per_level, slo=capacity.slo,
-            quiet=quiet, refine=capacity.refine, warm=warm,
+            quiet=quiet, refine=capacity.refine, warm=lambda n: _open_connections(client, n),
         )  # fmt: skip
     except asyncio.CancelledError:
         if loaded_by_us:
@@ -193,6 +188,13 @@ async def measure_capacity(
         with contextlib.suppress(OllamaError):
             await requests.unload()
     return result
+
+
+async def _open_connections(client: EngineClient, connections: int) -> None:
+    """A level's connections opened beforehand (at once, so none is reused): no request of
+    the level pays a connect in its TTFT."""
+    with contextlib.suppress(OllamaError):
+        await asyncio.gather(*(client.version() for _ in range(connections)))
 
 
 async def _attempt(

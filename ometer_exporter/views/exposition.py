@@ -17,6 +17,7 @@ from typing import Final
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from ometer_exporter.store.records import ModelEntry, ModelKey, Snapshot
+from ometer_exporter.views.families import Sample, Spec, bucket_label, sample_text
 from ometer_exporter.views.isolation import RENDER_ERRORS
 from ometer_exporter.views.reference import openmetrics_latest, text_latest
 from ometer_exporter.views.series import (
@@ -28,12 +29,8 @@ from ometer_exporter.views.series import (
     RENDER_ERRORS_SPEC,
     ROWS_SKIPPED,
     TARGET_SPECS,
-    Sample,
-    Spec,
-    bucket_label,
     model_samples,
     render_error_samples,
-    sample_text,
     self_samples,
     target_samples,
 )

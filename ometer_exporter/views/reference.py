@@ -20,6 +20,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as _openmet
 from prometheus_client.registry import Collector
 
 from ometer_exporter.store.records import Snapshot
+from ometer_exporter.views.families import Spec
 from ometer_exporter.views.series import (
     BOUNDS,
     BUILD,
@@ -29,7 +30,6 @@ from ometer_exporter.views.series import (
     RENDER_ERRORS_SPEC,
     ROWS_SKIPPED,
     TARGET_SPECS,
-    Spec,
     buckets,
     model_samples,
     render_error_samples,

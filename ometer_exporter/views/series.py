@@ -1,5 +1,6 @@
 """Every series ``/metrics`` serves, defined once: its name, type, help and labels, and the
-samples a snapshot gives it. No I/O: everything comes from the store's snapshot.
+samples a snapshot gives it (the load sweep's families are in ``views.capacity_series``). No
+I/O: everything comes from the store's snapshot.
 
 Two renderers read these definitions: ``views.exposition`` (the cached fast path that serves
 ``/metrics``) and ``views.reference`` (prometheus_client's own rendering, the baseline the fast
@@ -15,13 +16,9 @@ Sample of the output::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, cast
-
-from prometheus_client.utils import floatToGoString as _go_float
+from typing import Final
 
 from ometer_exporter import __version__
-from ometer_exporter.store.capacity import ABORTS, QUANTILES
 from ometer_exporter.store.records import (
     TPOT_BUCKETS,
     TTFT_BUCKETS,
@@ -32,28 +29,18 @@ from ometer_exporter.store.records import (
     Snapshot,
     TargetState,
 )
+from ometer_exporter.views.capacity_series import CAPACITY_SPECS, capacity_samples
+from ometer_exporter.views.families import (
+    CACHED,
+    HistSample,
+    Put,
+    Sample,
+    Spec,
+    bucket_label,
+)
+from ometer_exporter.views.families import MODEL_LABELS as _M
+from ometer_exporter.views.families import gauge as _g
 from ometer_exporter.views.isolation import RENDER_ERRORS, number
-
-CACHED: Final = " Cached: the value comes from the background benchmark loop."
-QUANTILE_LABELS: Final = tuple(str(q) for q in QUANTILES)  # "0.5", "0.9", "0.95", "0.99"
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    """One metric family. ``name`` is the family name (counters without ``_total``)."""
-
-    name: str
-    type: str  # gauge | counter | histogram | info | summary (quantiles only)
-    help: str
-    labels: tuple[str, ...]
-
-
-_M = ("target", "model")
-
-
-def _g(name: str, help: str, labels: tuple[str, ...] = _M) -> Spec:
-    return Spec(name, "gauge", help, labels)
-
 
 TTFT = _g(
     "ometer_time_to_first_token_seconds",
@@ -185,97 +172,13 @@ TTFT_PER_1K = _g(
     "Slope of TTFT against prompt length, least squares over the measured lengths: seconds of "
     "TTFT each 1,000 prompt tokens add." + CACHED,
 )
-SWEPT: Final = " From the latest load sweep (benchmark.capacity)."
-_C = (*_M, "concurrency")  # a level of the sweep: its number of concurrent users
-_Q = (*_C, "quantile")  # "0.5", "0.9", "0.95", "0.99" over the level's good requests
-
-
-def _quantiles(name: str, help: str, labels: tuple[str, ...]) -> Spec:
-    """A level's quantiles: typed summary, the type whose samples carry ``quantile`` (linters
-    refuse the label elsewhere); no ``_count`` or ``_sum``, which the sweep does not keep."""
-    return Spec(name, "summary", help, labels)
-
-
-CAPACITY_MAX = _g(
-    "ometer_capacity_max_concurrency",
-    "Largest concurrency level whose SLO attainment reached the target (every request judged "
-    "against the TTFT and TPOT SLOs); 0 when not even the first level did." + SWEPT,
-)
-CAPACITY_TPS = _g(
-    "ometer_capacity_output_tokens_per_second",
-    "Aggregate decode throughput at this concurrency: every output token of the level over its "
-    "window (first request sent to last reply ended)." + SWEPT,
-    _C,
-)
-CAPACITY_GOODPUT = _g(
-    "ometer_capacity_goodput_requests_per_second",
-    "Goodput at this concurrency: requests per second of the level's window that met every "
-    "SLO (TTFT and TPOT)." + SWEPT,
-    _C,
-)
-CAPACITY_ATTAINMENT = _g(
-    "ometer_capacity_slo_attainment_ratio",
-    "SLO attainment at this concurrency: the share (0-1) of the level's requests that met "
-    "every SLO (TTFT and TPOT); a failed request meets none." + SWEPT,
-    _C,
-)
-CAPACITY_TTFT = _quantiles(
-    "ometer_capacity_time_to_first_token_seconds",
-    "Client-measured time to first token at this concurrency, by quantile of the level's good "
-    "requests (linear interpolation between ranks)." + SWEPT,
-    _Q,
-)
-CAPACITY_TPOT = _quantiles(
-    "ometer_capacity_time_per_output_token_seconds",
-    "Time per output token after the first, TPOT = (e2e - TTFT) / (output tokens - 1), at "
-    "this concurrency, by quantile of the level's good requests." + SWEPT,
-    _Q,
-)
-CAPACITY_E2E = _quantiles(
-    "ometer_capacity_request_duration_seconds",
-    "End-to-end request time (request sent to reply ended) at this concurrency, by quantile "
-    "of the level's good requests." + SWEPT,
-    _Q,
-)
-CAPACITY_SLOTS = _g(
-    "ometer_capacity_server_parallel_slots",
-    "Parallel request slots the server appears to have: the largest level at which requests "
-    "did not wait for a slot (their median queue wait, as the server reports it); beyond it "
-    "TTFT is queueing. A hint, never a change to the server; absent when unknown." + SWEPT,
-)
-CAPACITY_LAST_RUN = _g(
-    "ometer_capacity_last_run_timestamp_seconds", "When the published load sweep finished."
-)
-CAPACITY_SLO = _g(
-    "ometer_capacity_slo_seconds",
-    "The SLO the published sweep judged its requests by: slo=ttft (time to first token) or "
-    "slo=tpot (time per output token after the first).",
-    (*_M, "slo"),
-)
-CAPACITY_CONFIG = Spec(
-    "ometer_capacity_config",
-    "info",
-    "The method behind the capacity figures (SLOs in seconds, attainment target, output "
-    "tokens and requests per level); a change here is not a regression.",
-    (*_M, "slo_ttft", "slo_tpot", "slo_attainment", "num_predict", "requests_per_level"),
-)
-CAPACITY_ABORTED = Spec(
-    "ometer_capacity_sweeps_aborted",
-    "counter",
-    "Load sweeps that ended early, by reason: contended (someone else's traffic met it; the "
-    "previous record stays), refused (the server refused a request; the levels before it are "
-    "kept), load_failed (the model could not be loaded).",
-    (*_M, "reason"),
-)
 MODEL_SPECS: Final = (
     TTFT, TTFC, TPS, CLIENT_TPS, PROMPT_TPS, LOAD, REQUEST, QUEUE,
     PARAMETERS, CONTEXT, SIZE, MODIFIED, INFO, CAPABILITY, LOADED, VRAM, SELECTED,
     SUCCESS, LAST_SUCCESS, LAST_RUN, TTFT_HIST, TPOT_HIST,
     RUNS, ERRORS, DISCARDED, OUTPUT_TOKENS, PROMPT_TOKENS,
     LENGTH_TTFT, LENGTH_TOKENS, LENGTH_PREFILL, TTFT_PER_1K,
-    CAPACITY_MAX, CAPACITY_TPS, CAPACITY_GOODPUT, CAPACITY_ATTAINMENT,
-    CAPACITY_TTFT, CAPACITY_TPOT, CAPACITY_E2E,
-    CAPACITY_SLOTS, CAPACITY_LAST_RUN, CAPACITY_SLO, CAPACITY_CONFIG, CAPACITY_ABORTED,
+    *CAPACITY_SPECS,
 )  # fmt: skip
 
 _T = ("target",)
@@ -354,29 +257,6 @@ RENDER_ERRORS_SPEC = Spec(
 VIEWS: Final = ("metrics", "export", "page")
 
 
-def sample_text(value: float) -> str:
-    """Sample value: integers without a fraction, others in shortest round-trip form."""
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-def bucket_label(bound: float) -> str:
-    """Bucket bound as prometheus_client writes it (``0.005``, ``1.0``, ``+Inf``)."""
-    return cast(str, _go_float(bound))
-
-
-Sample = tuple[Spec, tuple[str, ...], float]
-HistSample = tuple[Spec, tuple[str, ...], Histogram]
-
-
-Put = Callable[..., None]  # put(spec, value, labels=(target, model))
-
-
 def model_samples(
     entry: ModelEntry, dropped: list[str] | None = None
 ) -> tuple[list[Sample], list[HistSample]]:
@@ -420,48 +300,8 @@ def model_samples(
                 dropped.append(spec.name)
         _counter_samples(c, m, put)
     if entry.capacity is not None or entry.capacity_aborted:
-        _capacity_samples(entry, m, put, dropped)
+        capacity_samples(entry, m, put, dropped)
     return out, hists
-
-
-def _capacity_samples(
-    entry: ModelEntry, m: tuple[str, str], put: Put, dropped: list[str] | None
-) -> None:
-    """The load sweep's series; the aborted counter with every reason (0 included) for each
-    model that has a sweep or an abort."""
-    aborted = dict(entry.capacity_aborted)
-    for reason in ABORTS:
-        put(CAPACITY_ABORTED, aborted.get(reason, 0), (*m, reason))
-    sweep = entry.capacity
-    if sweep is None:
-        return
-    put(CAPACITY_MAX, sweep.max_concurrency or 0)
-    seen: set[int] = set()
-    for level in sweep.levels:
-        if level.concurrency in seen:  # a tampered store: a second series of one name fails
-            if dropped is not None:  # the whole scrape, so only the first level is shown
-                dropped.append(f"{CAPACITY_TPS.name} (concurrency {level.concurrency} repeated)")
-            continue
-        seen.add(level.concurrency)
-        at = (*m, str(level.concurrency))
-        put(CAPACITY_TPS, level.output_tokens_per_second, at)
-        put(CAPACITY_GOODPUT, level.goodput, at)
-        put(CAPACITY_ATTAINMENT, level.attainment, at)
-        for spec, values in ((CAPACITY_TTFT, level.ttft), (CAPACITY_TPOT, level.tpot),
-                             (CAPACITY_E2E, level.e2e)):  # fmt: skip
-            for q, value in zip(QUANTILE_LABELS, values, strict=False):
-                put(spec, value, (*at, q))
-    put(CAPACITY_SLOTS, sweep.parallel_slots)
-    put(CAPACITY_LAST_RUN, sweep.finished_at)
-    put(CAPACITY_SLO, sweep.slo_ttft, (*m, "ttft"))
-    put(CAPACITY_SLO, sweep.slo_tpot, (*m, "tpot"))
-    method = [number(v) for v in (sweep.slo_ttft, sweep.slo_tpot, sweep.slo_attainment)]
-    if all(v is not None for v in method):
-        shown = [sample_text(v) for v in method if v is not None]
-        put(CAPACITY_CONFIG, 1, (*m, *shown, str(sweep.num_predict),
-                                 str(sweep.requests_per_level)))  # fmt: skip
-    elif dropped is not None:
-        dropped.append(CAPACITY_CONFIG.name)
 
 
 def _length_samples(entry: ModelEntry, m: tuple[str, str], put: Put) -> None:
