@@ -108,8 +108,10 @@ async def test_without_include_usage_no_usage_is_sent(emulator_factory) -> None:
 
 
 @pytest.mark.parametrize(
-    ("engine", "field"), [("ollama", "reasoning"), ("llama.cpp", "reasoning_content")]
-)
+    ("engine", "field"),
+    [("ollama", "reasoning"), ("llama.cpp", "reasoning_content"), ("vllm", "reasoning"),
+     ("lmstudio", "reasoning_content")],
+)  # fmt: skip
 async def test_reasoning_streams_in_its_own_field(emulator_factory, engine, field) -> None:
     model = thinking("qwen3:8b", thinking_tokens=5, output_tokens=5)
     emu = await emulator_factory([model], engine=engine)
