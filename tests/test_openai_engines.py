@@ -1,5 +1,7 @@
 """vLLM and LM Studio: the emulator's modes read with plain httpx (conformance to what each
-server's public reference says, see ``tests/ollama_emulator/openai.py``)."""
+server's public reference says, see ``tests/ollama_emulator/openai.py``), then the OpenAI client
+against them — engine, version and context discovery, and measurements against the emulator's
+ground truth with the tolerances of ``tests/test_openai.py``."""
 
 from __future__ import annotations
 
@@ -7,8 +9,15 @@ import re
 from typing import Any
 
 import httpx
+import pytest
 from ollama_emulator import EmulatorFactory, OllamaEmulator, chat_model, embedding_model
-from test_openai import CHAT, ask, completions, events
+from test_openai import CHAT, TTFT_TOLERANCE, ask, completions, events, through_worker
+
+from ometer_exporter.client.errors import OllamaNotFound
+from ometer_exporter.client.openai import OpenAIClient
+from ometer_exporter.config.settings import BenchmarkSettings, TargetSettings
+from ometer_exporter.loop.worker import TargetWorker
+from ometer_exporter.measure.model import measure_model
 
 VLLM = "Qwen/Qwen2.5-7B-Instruct"
 ADAPTER = "sql-lora"  # a LoRA adapter vLLM serves on the base model
@@ -218,3 +227,94 @@ async def test_lmstudio_loads_an_unloaded_model_on_its_first_request(emulator_fa
     assert rec.cold_load and rec.first_chunk is not None
     assert rec.first_chunk - rec.arrived >= 40.0 * 0.005  # the load is inside the first token
     assert (entry["state"], entry["loaded_context_length"]) == ("loaded", 4096)
+
+
+# --- the client against both ------------------------------------------------------------------
+
+
+async def test_client_discovers_vllm_its_version_and_each_models_context(emulator_factory) -> None:
+    emu = await emulator_factory(
+        [chat_model(VLLM, context_length=32768), chat_model(ADAPTER)],
+        engine="vllm", version=VLLM_VERSION, default_num_ctx=16384,
+    )  # fmt: skip
+    async with OpenAIClient(emu.url + "/v1") as client:
+        version = await client.version()
+        tags = {t.name: t for t in await client.tags()}
+        show = await client.show(ADAPTER)
+    assert (client.engine, version, client.slots) == ("vllm", VLLM_VERSION, None)
+    assert tags[VLLM].context_length == 16384  # max_model_len
+    assert tags[ADAPTER].context_length == 16384  # an adapter runs with its parent's
+    assert show.context_length == 16384 and show.capabilities == ("completion",)
+    assert {t.capabilities for t in tags.values()} == {("completion",)}
+    assert emu.records_for("/api/v0/models") == []  # no probe of other engines once known
+
+
+async def test_client_discovers_lmstudio_without_a_version(emulator_factory) -> None:
+    models = studio_models()
+    emu = await emulator_factory(models, engine="lmstudio", default_num_ctx=8192)
+    emu.unload(STUDIO_VISION)
+    async with OpenAIClient(emu.url + "/v1") as client:
+        with pytest.raises(OllamaNotFound, match="LM Studio tells no version"):
+            await client.version()
+        assert client.engine == "lmstudio"
+        tags = {t.name: t for t in await client.tags()}
+        embedded = await client.embed(STUDIO_EMBED, ["one two three"])
+    chat, embed, vision = tags[STUDIO], tags[STUDIO_EMBED], tags[STUDIO_VISION]
+    assert chat.context_length == 8192  # loaded: the context it runs with
+    assert vision.context_length == 131072  # not loaded: the most it can have
+    assert embed.context_length == 2048
+    assert chat.capabilities == ("completion", "tools")
+    assert embed.capabilities == ("embedding",)
+    assert vision.capabilities == ("completion", "vision")
+    assert (chat.family, chat.format, chat.quantization_level) == ("qwen2", "gguf", "Q4_K_M")
+    assert (vision.family, vision.format, vision.quantization_level) == ("qwen2_vl", "mlx", "4bit")
+    assert (embedded.embeddings, embedded.dimensions) == (1, models[1].embedding_length)
+    assert embedded.done.prompt_eval_count is None  # LM Studio's 0 is no count
+
+
+@pytest.mark.parametrize(("engine", "model"), [("vllm", VLLM), ("lmstudio", STUDIO)])
+async def test_client_ttft_and_tokens_match_ground_truth(emulator_factory, engine, model) -> None:
+    emulated = chat_model(model, decode_tokens_per_second=200.0, output_tokens=60)
+    emu = await emulator_factory([emulated], engine=engine, num_parallel=2)
+    settings = BenchmarkSettings(runs=3, num_predict=40)
+    async with OpenAIClient(emu.url + "/v1") as client:
+        try:
+            await client.version()
+        except OllamaNotFound:
+            assert engine == "lmstudio"
+        tags = await client.tags()
+        # One request first: the process's first completion pays one-off costs (see test_openai).
+        await client.chat(model, [{"role": "user", "content": "hi"}], options={"num_predict": 8})
+        emu.records.clear()
+        result = await measure_model(
+            client, model, tags[0].capabilities or (), settings, cloud=True
+        )
+    assert client.engine == engine
+    assert result is not None and result.success and result.warmup is None
+    records = completions(emu)
+    assert len(records) == len(result.runs) == 3
+    for index, (run, rec) in enumerate(zip(result.runs, records, strict=True)):
+        assert rec.first_chunk is not None and rec.last_token_chunk is not None
+        assert run.sent_at is not None and run.first_token_at is not None
+        assert run.ttft == pytest.approx(rec.first_chunk - rec.arrived, abs=TTFT_TOLERANCE), (
+            index, rec.arrived - run.sent_at, run.first_token_at - rec.first_chunk
+        )  # fmt: skip
+        assert run.done.eval_count == rec.eval_count == 40
+        assert not run.done.eval_count_approximate and run.done.done_reason == "length"
+        assert run.done.prompt_eval_count == rec.prompt_eval_count
+        assert run.done.eval_duration is None  # neither engine reports its times
+        wire = (rec.eval_count - 1) / (rec.last_token_chunk - rec.first_chunk)
+        assert run.client_tokens_per_second == pytest.approx(wire, rel=0.02)
+
+
+async def test_an_lmstudio_target_is_up_with_its_engine_and_no_version(emulator_factory) -> None:
+    emu = await emulator_factory(studio_models()[:2], engine="lmstudio")
+    target = TargetSettings(
+        name="studio", url=emu.url + "/v1", cloud=False, api="openai", select="all",
+        benchmark=BenchmarkSettings(runs=1, num_predict=8),
+    )  # fmt: skip
+    store = await through_worker(target, TargetWorker.discover)
+    state = store.snapshot.targets["studio"]
+    assert (state.up, state.engine, state.version) == (True, "lmstudio", None)
+    inventory = store.snapshot.models[("studio", STUDIO_EMBED)].inventory
+    assert inventory is not None and inventory.capabilities == ("embedding",)
