@@ -5,6 +5,7 @@ client against its ground truth, the same model through both of Ollama's APIs, a
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -59,6 +60,20 @@ def completions(emu: OllamaEmulator) -> list[RequestRecord]:
     return emu.records_for(CHAT)
 
 
+async def through_worker(
+    target: TargetSettings, step: Callable[[TargetWorker], Awaitable[object]]
+) -> Store:
+    """The store after one ``step`` (``TargetWorker.cycle``, ``.discover``) of a new worker."""
+    store = Store()
+    store.set_targets([target_state(target)])
+    worker = TargetWorker(target, store)
+    try:
+        await step(worker)
+    finally:
+        await worker.aclose()
+    return store
+
+
 # --- conformance of the emulator's /v1, read with plain httpx -----------------------------------
 
 
@@ -108,8 +123,10 @@ async def test_without_include_usage_no_usage_is_sent(emulator_factory) -> None:
 
 
 @pytest.mark.parametrize(
-    ("engine", "field"), [("ollama", "reasoning"), ("llama.cpp", "reasoning_content")]
-)
+    ("engine", "field"),
+    [("ollama", "reasoning"), ("llama.cpp", "reasoning_content"), ("vllm", "reasoning"),
+     ("lmstudio", "reasoning_content")],
+)  # fmt: skip
 async def test_reasoning_streams_in_its_own_field(emulator_factory, engine, field) -> None:
     model = thinking("qwen3:8b", thinking_tokens=5, output_tokens=5)
     emu = await emulator_factory([model], engine=engine)
@@ -306,13 +323,7 @@ async def test_worker_measures_every_listed_model_of_an_openai_target(emulator_f
         name="llamacpp", url=emu.url + "/v1", cloud=False, api="openai", select="all",
         benchmark=BenchmarkSettings(runs=2, num_predict=16),
     )  # fmt: skip
-    store = Store()
-    store.set_targets([target_state(target)])
-    worker = TargetWorker(target, store)
-    try:
-        await worker.cycle()
-    finally:
-        await worker.aclose()
+    store = await through_worker(target, TargetWorker.cycle)
     snapshot = store.snapshot
     assert {m for (_, m) in snapshot.models} == {MODEL, "qwen3:8b"}
     for entry in snapshot.models.values():

@@ -131,15 +131,17 @@ targets: [{{name: local, url: "{emu.url}"}}]
     assert bad.status_code == 400 and "view=" in bad.text and "prompt_length" in bad.text
 
 
-async def test_the_axis_on_an_openai_compatible_server(emulator_factory) -> None:
-    """llama-server says its context in /props: the axis plans against it, calibrates from the
-    server's own prompt count, and needs no /api/ps."""
+@pytest.mark.parametrize("engine", ["llama.cpp", "vllm"])
+async def test_the_axis_on_an_openai_compatible_server(emulator_factory, engine) -> None:
+    """llama-server says its context in /props, vLLM as ``max_model_len`` (and refuses a prompt
+    and max_tokens beyond it): the axis plans against it, calibrates from the server's own
+    prompt count, and needs no /api/ps."""
     from ometer_exporter.config.settings import TargetSettings
     from ometer_exporter.loop.selection import target_state
     from ometer_exporter.loop.worker import TargetWorker
     from ometer_exporter.store.store import Store
 
-    emu = await emulator_factory([model()], engine="llama.cpp", default_num_ctx=4096)
+    emu = await emulator_factory([model()], engine=engine, default_num_ctx=4096)
     target = TargetSettings(
         name="llamacpp", url=emu.url + "/v1", cloud=False, api="openai", select="all",
         benchmark=BenchmarkSettings(runs=2, num_predict=16, prompt_tokens=(512, 2048, 8192)),

@@ -7,8 +7,11 @@ phased deadlines, the ``error_type`` mapping, the API-key redaction) and returns
 work through either. The URL is the base up to ``/v1``; engine probes go to the server's root.
 
 * Discovery: ``/v1/models``; the engine and its metadata where it offers them — llama.cpp's
-  ``/props`` (context size, slot count, build), vLLM's ``max_model_len`` and ``/version``,
-  LM Studio's ``/api/v0/models``, Ollama's ``/api/version`` — and absent otherwise.
+  ``/props`` (context size, slot count, build), vLLM's ``max_model_len`` (a LoRA adapter's is
+  its ``parent``'s) and ``/version``, LM Studio's ``/api/v0/models`` (type, arch, format,
+  quantization, the loaded or else the maximum context; LM Studio tells no version), Ollama's
+  ``/api/version`` — and absent otherwise. A probe answered with an error, whatever its status
+  (LM Studio answers an unknown route with 200 and ``{"error"}``), is not that engine.
 * A chat is ``/v1/chat/completions`` streamed as server-sent events with
   ``stream_options: {include_usage: true}``: the first delta with content or reasoning is the
   first token; output tokens come from ``usage`` (or, absent that, llama.cpp's ``timings``, or the
@@ -46,6 +49,7 @@ from ometer_exporter.client.replies import (
     ShowInfo,
     TagModel,
     clipped,
+    label,
     model_name,
     parse_split_line,
     parse_tag,
@@ -55,6 +59,7 @@ from ometer_exporter.client.tally import ChatTally
 CHAT_PATH: Final = "/chat/completions"
 _NS_PER_MS: Final = 1_000_000
 _MAX_MS: Final = 1e12  # 31 years in milliseconds: a longer server time is not a measurement
+_MAX_ENTRIES: Final = 10_000  # of a model list read beside /v1/models
 
 
 class OpenAIClient(OllamaClient):
@@ -75,8 +80,9 @@ class OpenAIClient(OllamaClient):
     # -- discovery ---------------------------------------------------------------------------
 
     async def version(self) -> str:
-        """Which engine this is, and its version (probes at the server's root; a 404 or a reply
-        not of that engine moves to the next). No version known: :class:`OllamaNotFound`."""
+        """Which engine this is, and its version (probes at the server's root; a 4xx, an error
+        body or a reply not of that engine moves to the next). No version known (LM Studio):
+        :class:`OllamaNotFound`, ``engine`` set all the same."""
         self.engine, self.slots, self._context = "openai", None, None
         props = await self._probe("/props")
         if isinstance(props, dict) and (
@@ -93,25 +99,30 @@ class OpenAIClient(OllamaClient):
             if isinstance(reply, dict) and isinstance(reply.get("version"), str):
                 self.engine = engine
                 return self._version_text(reply["version"], path)
-        raise OllamaNotFound(f"{self._root}: the engine tells no version")
+        await self._lm_studio()  # LM Studio is known by its own model list, and has no version
+        what = "LM Studio" if self.engine == "lmstudio" else "the engine"
+        raise OllamaNotFound(f"{self._root}: {what} tells no version")
 
     async def tags(self) -> list[TagModel]:
         """The models ``/v1/models`` lists, with what the engine tells of each."""
         obj = await self._json("GET", "/models")
         if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
             raise OllamaBadResponse("/v1/models: expected an object with a 'data' list")
-        studio = await self._lm_studio() if self.engine == "openai" else {}
+        studio = await self._lm_studio() if self.engine in ("openai", "lmstudio") else {}
         if self.engine == "ollama":
             studio = await self._ollama_tags()
         self._models = {}
         out: list[TagModel] = []
-        for tag in await self._entries({"models": obj["data"]}, "/v1/models", _parse_model):
-            extra = studio.get(tag.name, {})
-            context = extra.get("context") or tag.context_length or self._context
-            caps = ("embedding",) if extra.get("type") == "embeddings" else ("completion",)
-            caps = extra.get("capabilities") or caps
+        tags = await self._entries({"models": obj["data"]}, "/v1/models", _parse_model)
+        lengths = {tag.name: tag.context_length for tag in tags}
+        parents = _parents(obj["data"])
+        for listed in tags:
+            tag = replace(listed, **studio.get(listed.name, {}))
+            parent = lengths.get(parents.get(tag.name, ""))
+            context = tag.context_length or parent or self._context
+            caps = tag.capabilities or ("completion",)
             self._models[tag.name] = ShowInfo(
-                architecture=None, parameter_count=None, context_length=context,
+                architecture=tag.family or None, parameter_count=None, context_length=context,
                 embedding_length=tag.embedding_length, capabilities=caps,
             )  # fmt: skip
             out.append(replace(tag, context_length=context, capabilities=caps))
@@ -142,16 +153,17 @@ class OpenAIClient(OllamaClient):
         return any(isinstance(s, dict) and s.get("is_processing") is True for s in slots[:4096])
 
     async def _lm_studio(self) -> dict[str, dict[str, Any]]:
+        """LM Studio's ``/api/v0/models``: what each model is (the :class:`TagModel` fields it
+        fills), or nothing on another engine."""
         reply = await self._probe("/api/v0/models")
         data = reply.get("data") if isinstance(reply, dict) else None
         if not isinstance(data, list):
             return {}
         self.engine = "lmstudio"
         out: dict[str, dict[str, Any]] = {}
-        for entry in data[:10_000]:
+        for entry in data[:_MAX_ENTRIES]:
             if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                context = entry.get("loaded_context_length") or entry.get("max_context_length")
-                out[entry["id"]] = {"type": entry.get("type"), "context": _positive(context)}
+                out[entry["id"]] = _studio_fields(entry, self._safe)
         return out
 
     async def _ollama_tags(self) -> dict[str, dict[str, Any]]:
@@ -161,19 +173,20 @@ class OpenAIClient(OllamaClient):
             tags = await self._entries(reply, "/api/tags", parse_tag)
         except OllamaError:
             return {}
-        return {t.name: {"capabilities": t.capabilities, "context": None} for t in tags}
+        return {t.name: {"capabilities": t.capabilities} for t in tags}
 
     async def _probe(self, path: str) -> Any:
-        """A JSON reply from the server's root, or None where that engine is not (4xx, not JSON).
-        A server that cannot be reached is down: that error is raised."""
+        """A JSON reply from the server's root, or None where that engine is not (4xx, not JSON,
+        an ``{"error"}`` body). A server that cannot be reached is down: that error is raised."""
         try:
-            return await self._json("GET", self._root + path)
+            reply = await self._json("GET", self._root + path)
         except OllamaError as exc:
             if exc.status is not None and (400 <= exc.status < 500 or exc.status == 501):
                 return None
             if isinstance(exc, OllamaBadResponse):
                 return None
             raise
+        return None if isinstance(reply, dict) and "error" in reply else reply
 
     def _version_text(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or not value:
@@ -223,6 +236,8 @@ class OpenAIClient(OllamaClient):
         prompt = (
             _count(usage, "prompt_tokens", "/v1/embeddings") if isinstance(usage, dict) else None
         )
+        if prompt == 0 and any(inputs):
+            prompt = None  # LM Studio counts none: text was read, so 0 is not a count
         return EmbedResponse(
             sent_at=sent_at,
             ended_at=ended_at,
@@ -248,6 +263,41 @@ def _parse_model(entry: Any) -> TagModel:
         embedding_length=_positive(meta.get("n_embd")), capabilities=None, remote_host=None,
         remote_model=None,
     )  # fmt: skip
+
+
+def _parents(data: list[Any]) -> dict[str, str]:
+    """vLLM's LoRA adapters: each adapter's base model (``parent``), whose context it has."""
+    return {
+        entry["id"]: entry["parent"]
+        for entry in data[:_MAX_ENTRIES]
+        if isinstance(entry, dict)
+        and isinstance(entry.get("id"), str)
+        and isinstance(entry.get("parent"), str)
+    }
+
+
+def _studio_fields(entry: dict[str, Any], safe: Callable[[object], str]) -> dict[str, Any]:
+    """One ``/api/v0/models`` entry as :class:`TagModel` fields: ``arch`` is the family (as
+    Ollama's), ``compatibility_type`` the format; the context a loaded model runs with
+    (``loaded_context_length``), else the most it can have; ``type`` and ``capabilities`` in
+    Ollama's capability names."""
+    kind = entry.get("type")
+    listed = entry.get("capabilities")
+    tools = isinstance(listed, list) and "tool_use" in listed
+    caps: tuple[str, ...] = ("embedding",) if kind == "embeddings" else ("completion",)
+    caps += ("vision",) if kind == "vlm" else ()
+    caps += ("tools",) if tools and kind != "embeddings" else ()
+    fields: dict[str, Any] = {"capabilities": caps}
+    for ours, theirs in (
+        ("family", "arch"), ("format", "compatibility_type"), ("quantization_level", "quantization")
+    ):  # fmt: skip
+        if text := label(entry, theirs):
+            fields[ours] = safe(text)
+    loaded = _positive(entry.get("loaded_context_length"))
+    context = loaded or _positive(entry.get("max_context_length"))
+    if context is not None:
+        fields["context_length"] = context
+    return fields
 
 
 def _parameter_size(count: int | None) -> str:

@@ -175,7 +175,7 @@ def _text(value: Any, limit: int) -> str | None:
     return None
 
 
-def _label(obj: dict[str, Any], key: str) -> str:
+def label(obj: dict[str, Any], key: str) -> str:
     """A descriptive string (family, format, …): one a server gets wrong is unknown (""), like
     an absent one, rather than refused: the model is still worth measuring."""
     return _text(obj.get(key), MAX_LABEL_CHARS) or ""
@@ -248,13 +248,13 @@ def parse_tag(entry: Any) -> TagModel:
     return TagModel(
         name=name,
         size=_int_field(entry, "size", where),
-        digest=_label(entry, "digest"),
+        digest=label(entry, "digest"),
         modified_at=parse_timestamp(entry.get("modified_at")),
-        format=_label(details, "format"),
-        family=_label(details, "family"),
+        format=label(details, "format"),
+        family=label(details, "family"),
         families=_words(details.get("families")),
         parameter_size=_parameter_size(details.get("parameter_size")),
-        quantization_level=_label(details, "quantization_level"),
+        quantization_level=label(details, "quantization_level"),
         context_length=_int_field(details, "context_length", where),
         embedding_length=_int_field(details, "embedding_length", where),
         capabilities=_words(caps) if isinstance(caps, list) else None,

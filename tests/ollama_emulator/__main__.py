@@ -1,4 +1,4 @@
-"""``python -m ollama_emulator --port 11434 [--models models.json] [--time-scale 1.0]``
+"""``python -m ollama_emulator --port 11434 [--models models.json] [--time-scale 1.0] [--engine E]``
 
 Runs the emulator in its own process (for manual runs and benchmarks), prints its URL on
 stdout and exits on SIGTERM/SIGINT. ``models.json`` is a list of objects with
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import EmulatedModel, default_models
+from .openai import ENGINES
 from .server import OllamaEmulator
 
 
@@ -39,7 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=11434)
     p.add_argument("--models", type=Path, help="JSON list of EmulatedModel objects")
     p.add_argument("--time-scale", type=float, default=1.0)
-    p.add_argument("--version", default="0.33.0", help="reported by /api/version")
+    p.add_argument("--version", default="0.33.0",
+                   help="reported by /api/version (ollama) or /version (vllm)")  # fmt: skip
+    p.add_argument("--engine", choices=ENGINES, default="ollama",
+                   help="the server to emulate (tests/ollama_emulator/openai.py)")  # fmt: skip
     p.add_argument("--num-parallel", type=int, default=1)
     p.add_argument("--max-queue", type=int, default=512)
     p.add_argument("--keep-alive", type=float, default=300.0, help="default keep-alive, seconds")
@@ -66,6 +70,7 @@ async def serve(args: argparse.Namespace) -> None:
         cloud=args.cloud,
         max_records=args.max_records,
         control=args.control,
+        engine=args.engine,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -319,9 +319,10 @@ class OllamaEmulator:
         # routes.
         self.control = control
         # The OpenAI-compatible API (tests/ollama_emulator/openai.py): "ollama" serves /v1 beside
-        # /api as Ollama does; "llama.cpp" is a llama-server (/v1, /props, /health, no /api).
-        if engine not in ("ollama", "llama.cpp"):
-            raise ValueError("engine must be 'ollama' or 'llama.cpp'")
+        # /api as Ollama does; "llama.cpp" is a llama-server (/v1, /props, /health, no /api),
+        # "vllm" vLLM's server (/v1, /version), "lmstudio" LM Studio's (/v1, /api/v0/models).
+        if engine not in openai.ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(openai.ENGINES)}")
         self.engine = engine
         self.close_reused = close_reused
         self.build = build
@@ -397,8 +398,8 @@ class OllamaEmulator:
 
     def add_model(self, m: EmulatedModel) -> None:
         self._models[canonical_key(m.name)] = m
-        if self.engine == "llama.cpp":
-            self.preload(m.name, keep_alive=-1)  # llama-server loads its model at start, for good
+        if self.engine != "ollama":
+            self.preload(m.name, keep_alive=-1)  # these servers load their models at start
 
     def remove_model(self, name: str) -> None:
         key = canonical_key(name)
@@ -467,14 +468,12 @@ class OllamaEmulator:
         ctx = _Ctx(request=request, rec=rec, raw=b"")
         try:
             ctx.raw = await request.read()
-            if request.path in openai.OPENAI_PATHS or (
-                self.engine == "llama.cpp" and request.path in openai.LLAMA_PATHS
-            ):
+            if openai.serves(self.engine, request.path):
                 return await self._openai(ctx)
-            if self.engine == "llama.cpp":
-                return await self._send(
-                    ctx, 404, openai.error_body("File Not Found", 404, llama=True), JSON_UTF8
-                )
+            control = self.control and request.path.startswith("/_emulator/")
+            if self.engine != "ollama" and not control:
+                status, body = openai.unknown_route(self.engine, request.method, request.path)
+                return await self._send(ctx, status, body, JSON_UTF8)
             if request.path.startswith("/api/") and not self._authorized(request):
                 raise _HTTPError(401, "unauthorized")
             routes = dict(_ROUTES)
@@ -501,25 +500,24 @@ class OllamaEmulator:
                 rec.finished = perf_counter()
 
     async def _openai(self, ctx: _Ctx) -> web.StreamResponse:
-        """The OpenAI-compatible routes (and llama-server's own), errors in OpenAI's shape."""
+        """The OpenAI-compatible routes (and the engine's own), errors in the engine's shape."""
         path = ctx.request.path
         try:
-            if not self._authorized(ctx.request) and path != "/health":
+            if not self._authorized(ctx.request) and openai.needs_key(self.engine, path):
                 raise _HTTPError(401, "Invalid API Key")
-            if path == "/health":
-                return await self._send_json(ctx, 200, {"status": "ok"})
-            if path == "/props":
-                return await self._send_json(ctx, 200, openai.props_body(self))
-            if path == "/slots":
-                return await self._send_json(ctx, 200, openai.slots_body(self))
-            if path == "/v1/models":
-                return await self._send_json(ctx, 200, openai.models_body(self))
+            info = openai.info_reply(self, path)
+            if info is not None:
+                return await self._send(ctx, 200, info, JSON_UTF8)
             if ctx.request.method != "POST":
                 raise _HTTPError(405, "method not allowed")
             body = parse_json_body(ctx.raw) if ctx.raw else None
             if isinstance(body, dict) and body.get("stream") is not True and path.endswith("ions"):
                 # Only streamed completions are emulated (the exporter streams every one).
                 raise _HTTPError(400, "the emulator serves only stream: true")
+            refused = openai.refusal(self, body)
+            if refused is not None:
+                ctx.rec.model = str((body or {}).get("model", ""))
+                raise _HTTPError(*refused)
             if path == "/v1/embeddings":
                 return await self._openai_embed(ctx, body)
             ctx.events = openai.EventWriter(
@@ -529,17 +527,14 @@ class OllamaEmulator:
             return await self._complete(ctx, chat=True)
         except GoDecodeError as e:
             ctx.rec.error = e.message
-            return await self._send(ctx, 400, openai.error_body(e.message, 400), JSON_UTF8)
+            reply = openai.error_body(self.engine, e.message, 400)
+            return await self._send(ctx, 400, reply, JSON_UTF8)
         except _HTTPError as e:
             if ctx.resp is not None and ctx.resp.prepared:
                 return ctx.resp
             ctx.rec.error = e.message
-            return await self._send(
-                ctx,
-                e.status,
-                openai.error_body(e.message, e.status, llama=self.engine == "llama.cpp"),
-                JSON_UTF8,
-            )
+            reply = openai.error_body(self.engine, e.message, e.status)
+            return await self._send(ctx, e.status, reply, JSON_UTF8)
 
     async def _openai_embed(self, ctx: _Ctx, body: Any) -> web.StreamResponse:
         name = str(body.get("model", "")) if isinstance(body, dict) else ""
@@ -559,7 +554,8 @@ class OllamaEmulator:
         vectors = [embedding_json(m.name, t, m.embedding_length, 0) for t in inputs]
         await _sleep_until(start + busy)
         ctx.rec.prompt_eval_count = sum(counts)
-        return await self._send_json(ctx, 200, openai.embeddings_body(name, vectors, sum(counts)))
+        reply = openai.embeddings_body(self.engine, name, vectors, sum(counts))
+        return await self._send(ctx, 200, reply, JSON_UTF8)
 
     async def _route(self, ctx: _Ctx) -> web.StreamResponse:
         path = ctx.request.path
@@ -1452,7 +1448,8 @@ class _Generation:
         tokens), which keeps a chunk at a few microseconds of CPU."""
         text, thinking = self.plan[i]
         if self.ctx.events is not None:
-            return self.ctx.events.token(text, thinking)
+            last = i == len(self.plan) - 1
+            return self.ctx.events.token(text, thinking, self.done_reason if last else None)
         tail = _chunk_tail(self.chat, text, thinking)
         return self._head + rfc3339_nano(time.time_ns()).encode() + tail
 
