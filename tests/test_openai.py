@@ -4,6 +4,7 @@ client against its ground truth, the same model through both of Ollama's APIs, a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -447,8 +448,11 @@ async def test_slots_say_which_slots_are_processing(emulator_factory) -> None:
             http.stream("POST", CHAT, json=ask(40)) as one,
             http.stream("POST", CHAT, json=ask(40)) as two,
         ):
-            await one.aiter_bytes().__anext__()
-            await two.aiter_bytes().__anext__()
+            # The iterators are kept: one dropped would close its stream when collected.
+            chunks = [one.aiter_bytes(), two.aiter_bytes()]
+            for stream in chunks:
+                await stream.__anext__()
+            await asyncio.sleep(0.2)  # mid-stream (40 tokens at 40/s), not just its start
             busy = (await http.get("/slots")).json()
             assert sum(s["is_processing"] for s in busy) == 2
         await until(lambda: not any(r.finished is None for r in completions(emu)),

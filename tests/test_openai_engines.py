@@ -17,6 +17,7 @@ from ometer_exporter.client.errors import OllamaNotFound
 from ometer_exporter.client.openai import OpenAIClient
 from ometer_exporter.config.settings import BenchmarkSettings, TargetSettings
 from ometer_exporter.loop.worker import TargetWorker
+from ometer_exporter.measure.contention import BusyGate
 from ometer_exporter.measure.model import measure_model
 
 VLLM = "Qwen/Qwen2.5-7B-Instruct"
@@ -318,3 +319,31 @@ async def test_an_lmstudio_target_is_up_with_its_engine_and_no_version(emulator_
     assert (state.up, state.engine, state.version) == (True, "lmstudio", None)
     inventory = store.snapshot.models[("studio", STUDIO_EMBED)].inventory
     assert inventory is not None and inventory.capabilities == ("embedding",)
+
+
+async def test_vllm_metrics_tell_a_request_in_progress_and_the_busy_gate_sees_it(
+    emulator_factory,
+) -> None:
+    """vLLM's /metrics gauges (conformance, plain httpx), then the client's ``busy`` and the
+    load sweep's quiet gate on them: someone else's request during the pause is seen."""
+    emu = await emulator_factory(
+        [chat_model(VLLM, decode_tokens_per_second=40.0, output_tokens=40)],
+        engine="vllm", num_parallel=1,
+    )  # fmt: skip
+    running = re.compile(r'^vllm:num_requests_running\{.*model_name="([^"]+)".*\} (\S+)$', re.M)
+    async with (
+        httpx.AsyncClient(base_url=emu.url, timeout=30) as http,
+        OpenAIClient(emu.url + "/v1") as client,
+    ):
+        await client.version()
+        idle = (await http.get("/metrics")).text
+        assert running.findall(idle) == [(VLLM, "0.0")]
+        assert await client.busy() is False
+        assert await BusyGate(client, 0.1)() is True
+        async with http.stream("POST", CHAT, json=ask(40, model=VLLM)) as theirs:
+            chunks = theirs.aiter_bytes()  # kept: dropped, it would close the stream
+            await chunks.__anext__()
+            busy = (await http.get("/metrics")).text
+            assert running.findall(busy) == [(VLLM, "1.0")]
+            assert await client.busy() is True
+            assert await BusyGate(client, 0.1)() is False

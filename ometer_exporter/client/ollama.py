@@ -343,7 +343,14 @@ class OllamaClient:
             ) from None
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """A non-streamed call with connect, first-byte and total deadlines."""
+        """A non-streamed call with connect, first-byte and total deadlines: its JSON reply."""
+        raw = await self._raw(method, path, body)
+        if len(raw) > _DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(load_json, raw, path)
+        return load_json(raw, path)
+
+    async def _raw(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        """A non-streamed call with connect, first-byte and total deadlines: its body."""
         loop = asyncio.get_running_loop()
         t = self._timeouts
         content = json.dumps(body).encode() if body is not None else None
@@ -371,9 +378,7 @@ class OllamaClient:
             ) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc, path, streaming=phase == "idle") from None
-        if len(raw) > _DECODE_OFF_LOOP_BYTES:
-            return await asyncio.to_thread(load_json, raw, path)
-        return load_json(raw, path)
+        return raw
 
     async def _read_body(self, response: httpx.Response, path: str) -> bytes:
         chunks: list[bytes] = []

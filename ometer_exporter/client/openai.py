@@ -62,6 +62,10 @@ _MAX_MS: Final = 1e12  # 31 years in milliseconds: a longer server time is not a
 _MAX_ENTRIES: Final = 10_000  # of a model list read beside /v1/models
 
 
+# vLLM's Prometheus gauges of requests in its engine (``/metrics``).
+_VLLM_BUSY: Final = ("vllm:num_requests_running{", "vllm:num_requests_waiting{")
+
+
 class OpenAIClient(OllamaClient):
     """One keep-alive connection pool to one OpenAI-compatible server (``base_url`` ends in /v1)."""
 
@@ -143,14 +147,37 @@ class OpenAIClient(OllamaClient):
         """Nothing: the exporter never loads a model on these servers."""
 
     async def busy(self) -> bool | None:
-        """llama.cpp: whether one of its slots is processing a request (``/slots``); None on
-        other engines, or when llama-server runs with ``--no-slots``."""
+        """Whether the server is serving a request now: llama.cpp's ``/slots`` (a slot
+        ``is_processing``), vLLM's ``/metrics`` (``vllm:num_requests_running`` or ``_waiting``
+        above 0). None on other engines, or when the server does not say (llama-server with
+        ``--no-slots``)."""
+        if self.engine == "vllm":
+            return await self._vllm_busy()
         if self.engine != "llama.cpp":
             return None
         slots = await self._probe("/slots")
         if not isinstance(slots, list):
             return None
         return any(isinstance(s, dict) and s.get("is_processing") is True for s in slots[:4096])
+
+    async def _vllm_busy(self) -> bool | None:
+        try:
+            text = (await self._raw("GET", self._root + "/metrics")).decode("utf-8", "replace")
+        except OllamaError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                return None
+            raise
+        found = False
+        for line in text.splitlines():
+            if line.startswith(_VLLM_BUSY):
+                found = True
+                value = line.rpartition(" ")[2]
+                try:
+                    if float(value) > 0:
+                        return True
+                except ValueError:
+                    continue
+        return False if found else None
 
     async def _lm_studio(self) -> dict[str, dict[str, Any]]:
         """LM Studio's ``/api/v0/models``: what each model is (the :class:`TagModel` fields it

@@ -103,11 +103,12 @@ class QuietGate:
         return (entry.expires_at if entry is not None else None) == before
 
 
-class SlotGate:
-    """The same question on a server without ``/api/ps`` that says when a slot is busy
-    (llama.cpp's ``/slots``): after our last reply no slot may stay busy beyond the settle
-    reads, nor become busy during ``pause`` (read a few times). A server that tells nothing
-    is taken as quiet: contention cannot be seen there."""
+class BusyGate:
+    """The same question on a server without ``/api/ps`` that says when it is serving a
+    request (``EngineClient.busy``: llama.cpp's ``/slots``, vLLM's ``/metrics``): after our
+    last reply it may not stay busy beyond the settle reads, nor become busy during ``pause``
+    (read a few times). A server that tells nothing is taken as quiet: contention cannot be
+    seen there."""
 
     def __init__(self, client: EngineClient, pause: float) -> None:
         self.client = client

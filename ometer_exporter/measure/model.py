@@ -45,9 +45,9 @@ from ometer_exporter.client.replies import ChatStream, EmbedResponse
 from ometer_exporter.config.settings import BenchmarkSettings
 from ometer_exporter.measure.capacity import Sweep, sweep
 from ometer_exporter.measure.contention import (
+    BusyGate,
     IdleWatch,
     QuietGate,
-    SlotGate,
     loaded_entry,
     queued,
 )
@@ -150,7 +150,7 @@ async def measure_capacity(
     caps = frozenset(capabilities)
     capacity = settings.capacity
     requests = _Requests(client, model, model_kind(caps), caps, settings, lag_probe)
-    quiet: Callable[[], Awaitable[bool]] = SlotGate(client, pause)
+    quiet: Callable[[], Awaitable[bool]] = BusyGate(client, pause)
     loaded_by_us = False
     if watches_loaded:
         watch = await _watch(client, model)

@@ -25,8 +25,10 @@ and writes the same ground-truth :class:`RequestRecord` per request (path
   ``usage``; reasoning as ``delta.reasoning_content``; no ``/api/*`` (404 ``File Not Found``).
 * vLLM (``vllm/entrypoints/openai/api_server.py`` and the protocol models of
   ``vllm/entrypoints/openai/protocol.py``, later ``engine/protocol.py``; its serving code for
-  chat and models): ``/version`` (``{"version"}``, the emulator's ``version``), ``/health``
-  (200, empty body); ``/v1/models`` of ``ModelCard`` entries (``owned_by: vllm``, ``root``,
+  chat and models; its Prometheus metrics): ``/version`` (``{"version"}``, the emulator's
+  ``version``), ``/health`` (200, empty body), ``/metrics`` (``vllm:num_requests_running`` and
+  ``vllm:num_requests_waiting`` per ``model_name``); ``/v1/models`` of ``ModelCard`` entries
+  (``owned_by: vllm``, ``root``,
   ``parent``, ``max_model_len``, ``permission``): the first model is the served base model,
   ``max_model_len`` its context (``default_num_ctx`` capped at the model's); the others are
   listed as LoRA adapters on it, ``parent`` the base and no ``max_model_len``, as vLLM lists
@@ -83,7 +85,7 @@ OPENAI_PATHS = frozenset({"/v1/models", "/v1/chat/completions", "/v1/embeddings"
 OWN_PATHS = {
     "ollama": frozenset(),
     "llama.cpp": frozenset({"/props", "/health", "/slots"}),
-    "vllm": frozenset({"/version", "/health"}),
+    "vllm": frozenset({"/version", "/health", "/metrics"}),
     "lmstudio": frozenset({"/api/v0/models"}),
 }
 _STUDIO_ID = string.ascii_lowercase + string.digits
@@ -214,11 +216,33 @@ def info_reply(emu: OllamaEmulator, path: str) -> bytes | None:
         return go_json(slots_body(emu)).encode()
     if path == "/version":
         return encode(engine, {"version": emu.version})
+    if path == "/metrics":
+        return vllm_metrics(emu)
     if path == "/api/v0/models":
         return encode(engine, studio_models_body(emu))
     if path == "/v1/models":
         return encode(engine, models_body(emu))
     return None
+
+
+def vllm_metrics(emu: OllamaEmulator) -> bytes:
+    """vLLM's ``/metrics`` (Prometheus text), the part a client reads to tell the server is
+    busy: requests in the engine, running and waiting for a slot, per served model."""
+    states = emu.loaded()
+    lines = [
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+        "# TYPE vllm:num_requests_running gauge",
+    ]
+    waiting = ["# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+               "# TYPE vllm:num_requests_waiting gauge"]  # fmt: skip
+    for model in emu._models.values():
+        state = states.get(display_name(model.name))
+        in_flight = state.in_flight if state is not None else 0
+        running = min(in_flight, emu.num_parallel)
+        labels = f'{{engine="0",model_name="{model.name}"}}'
+        lines.append(f"vllm:num_requests_running{labels} {float(running)}")
+        waiting.append(f"vllm:num_requests_waiting{labels} {float(in_flight - running)}")
+    return ("\n".join(lines + waiting) + "\n").encode()
 
 
 def max_model_len(emu: OllamaEmulator) -> int:

@@ -507,7 +507,8 @@ class OllamaEmulator:
                 raise _HTTPError(401, "Invalid API Key")
             info = openai.info_reply(self, path)
             if info is not None:
-                return await self._send(ctx, 200, info, JSON_UTF8)
+                kind = TEXT_PLAIN if path == "/metrics" else JSON_UTF8
+                return await self._send(ctx, 200, info, kind)
             if ctx.request.method != "POST":
                 raise _HTTPError(405, "method not allowed")
             body = parse_json_body(ctx.raw) if ctx.raw else None
