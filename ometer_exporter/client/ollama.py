@@ -307,23 +307,27 @@ class OllamaClient:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _send(self, request: httpx.Request) -> tuple[httpx.Response, float]:
-        """The response's headers, and when the request that got them was sent: a request that
-        a reused connection lost before any response byte is sent again, once, on a fresh
-        connection (``client/pool.py``), and its time starts then (never in a TTFT)."""
-        sent_at = perf_counter()
+        """The response's headers, and when the request that got them was sent: when its
+        headers started out on the wire (``client/pool.py``), so the client's own work before
+        that — the pool, a new connection, the other requests its event loop is sending at the
+        same moment — is never in a TTFT. A request that a reused connection lost before any
+        response byte is sent again, once, on a fresh connection, and its time starts then."""
+        sent = headers_sent(request)
+        sent_at = perf_counter()  # without httpcore underneath (tests' mock transports)
         try:
             reused = reuses_connection(self._http)
             try:
-                return await self._http.send(request, stream=True), sent_at
+                response = await self._http.send(request, stream=True)
+                return response, sent[-1] if sent else sent_at
             except CLOSED_BEFORE_REPLY:
                 if not reused:
                     raise
             self.reconnects += 1
             log.debug("%s: a kept-alive connection was closed; sending again", request.url.path)
             await drop_idle(self._http)
-            sent = headers_sent(request)
+            sent.clear()
             response = await self._http.send(request, stream=True)
-            return response, sent[0] if sent else sent_at
+            return response, sent[-1] if sent else sent_at
         except httpx.ConnectTimeout:
             raise OllamaTimeout(
                 f"{request.url.path}: connect deadline of {self._timeouts.connect:g}s passed",

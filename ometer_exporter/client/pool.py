@@ -5,6 +5,9 @@ streamed response — and the next request sent on it fails with "Server disconn
 sending a response". Nothing reached the model then, so the client sends it again, once, on a
 fresh connection (``OllamaClient._send``). These helpers read httpx's pool through its public
 ``connections`` list (httpcore); with any other transport (tests' mocks) nothing is retried.
+
+When a request is sent is read from httpcore's trace as well (:func:`headers_sent`): the moment
+its headers start out on the wire, after the pool has found or opened its connection.
 """
 
 from __future__ import annotations
@@ -47,11 +50,12 @@ async def drop_idle(http: httpx.AsyncClient) -> None:
 
 def headers_sent(request: httpx.Request) -> list[float]:
     """A list that gets the ``perf_counter`` time the request's headers start out on the wire
-    (httpcore's trace): the retry's TCP (and TLS) set-up comes before it, outside any TTFT."""
+    (httpcore's trace), once per attempt: a new connection's TCP (and TLS) set-up, and the
+    pool's work, come before it, outside any TTFT."""
     sent: list[float] = []
 
     async def trace(event: str, info: dict[str, Any]) -> None:
-        if event.endswith("send_request_headers.started") and not sent:
+        if event.endswith("send_request_headers.started"):
             sent.append(perf_counter())
 
     request.extensions = {**request.extensions, "trace": trace}
