@@ -877,12 +877,17 @@ async def test_socket_truth_under_eight_concurrent_streams(
         assert client_ttft >= socket_ttft  # the truth never exceeds what a client can see
         gaps.append(client_ttft - socket_ttft)
         misses.append(client_ttft - handler_ttft)
-        assert rec.token_late_max < 1 / rate  # no token slipped by a whole interval
     # What the handler's truth misses of the client's TTFT is more than the socket truth does
     # (it includes the handler starting late); what the socket truth misses is loopback transit.
     assert statistics.median(gaps) < statistics.median(misses)
     assert statistics.median(gaps) < 0.005
-    assert statistics.median(r.token_late_max for r in records.values()) < 0.001
+    # The decode schedule holds: tokens go out on time (a stall of the whole process shows in
+    # every stream's worst token, hence medians) and the wire rate does not drift.
+    assert statistics.median(r.token_late_max for r in records.values()) < 0.25 / rate
+    spans = [r.last_token_chunk - r.first_chunk for r in records.values()
+             if r.last_token_chunk is not None and r.first_chunk is not None]  # fmt: skip
+    assert len(spans) == 24
+    assert statistics.median(abs((n - 1) / span / rate - 1) for span in spans) < 0.01
 
 
 async def test_prefix_cache_inflates_prefill_rate(emulator_factory: EmulatorFactory) -> None:
