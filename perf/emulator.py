@@ -30,7 +30,7 @@ FIELDS = (
     "path", "model", "status", "arrived", "headers_sent", "first_chunk", "first_content",
     "last_token_chunk", "done_written", "finished", "cold_load", "eval_count",
     "prompt_eval_count", "thinking_chunks", "content_chunks", "decode_interval", "fault",
-    "metrics", "peer",
+    "metrics", "peer", "socket_arrived", "socket_first_chunk", "token_late_max",
 )  # fmt: skip
 
 

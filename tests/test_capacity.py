@@ -72,20 +72,22 @@ async def ground_truth(url: str) -> list[dict[str, Any]]:
 
 def level_records(records: list[dict[str, Any]], level: Level) -> list[dict[str, Any]]:
     """One level's requests (perf_counter is the system's monotonic clock in both processes)."""
-    return [r for r in records if level.started <= r["arrived"] <= level.ended]
+    return [r for r in records if level.started <= r["socket_arrived"] <= level.ended]
 
 
 def check_against_ground_truth(records: list[dict[str, Any]], result: Sweep) -> None:
+    """The issue's bounds: each level's p95 TTFT within 5 ms + 5 % of the emulator's truth, its
+    output tokens/s within 3 %. The truth is taken at the emulator's connections (its first
+    read of a request, the first token chunk handed to its transport), so it holds all a client
+    can see but the two trips over loopback."""
     for level in result.levels:
         mine = level_records(records, level)
         assert len(mine) == len(level.runs) == max(8, level.concurrency)
-        # TTFT against the truth is not checked yet: the emulator's clock starts at its
-        # handler, which its own busy loop starts 4-15 ms late while other streams decode, so
-        # its truth misses part of what a client sees (a socket-level truth is the next step).
         ttft = level.quantiles(lambda r: r.ttft)[0.95]
-        truth = percentile([r["first_chunk"] - r["arrived"] for r in mine], 0.95)
-        assert truth is not None and truth - 0.002 <= ttft <= truth + 0.05 + 0.05 * truth
-        window = max(r["finished"] for r in mine) - min(r["arrived"] for r in mine)
+        truth = percentile([r["socket_first_chunk"] - r["socket_arrived"] for r in mine], 0.95)
+        assert truth is not None
+        assert abs(ttft - truth) <= 0.005 + 0.05 * truth, (level.concurrency, ttft, truth)
+        window = max(r["finished"] for r in mine) - min(r["socket_arrived"] for r in mine)
         rate = sum(r["eval_count"] for r in mine) / window
         assert level.output_tokens_per_second == pytest.approx(rate, rel=0.03)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from ollama_emulator import (
@@ -122,6 +124,31 @@ async def test_connection_is_kept_alive_across_requests(emulator_factory) -> Non
             await client.ps()
     peers = {r.headers.get("x-emulator-peer") or r.peer for r in emu.records}
     assert len(peers) == 1, peers
+
+
+async def test_a_request_is_sent_when_its_headers_go_out(emulator_factory, monkeypatch) -> None:
+    """A slow connect (here 200 ms before the TCP handshake) is the client's, not the
+    server's: the TTFT starts when the request's headers start out, after it."""
+    emu = await emulator_factory([chat_model(prefill_tokens_per_second=100_000.0)])
+    emu.preload("llama3.2:latest")
+    loop = asyncio.get_running_loop()
+    connect = loop.create_connection
+
+    async def slow_connect(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_connection", slow_connect)
+    async with OllamaClient(emu.url) as client:
+        called = time.perf_counter()
+        stream = await client.chat("llama3.2:latest", [{"role": "user", "content": "hi"}],
+                                   options={"num_predict": 4})  # fmt: skip
+    (rec,) = emu.records_for("/api/chat")
+    assert rec.socket_arrived is not None and rec.socket_first_chunk is not None
+    assert stream.sent_at - called >= 0.2  # after the connection was made
+    assert stream.sent_at <= rec.socket_arrived  # and before the server read a byte
+    assert stream.first_token_at is not None
+    assert stream.first_token_at - stream.sent_at < 0.1
 
 
 # -- phased deadlines ---------------------------------------------------------------------

@@ -79,3 +79,13 @@ def test_history_quick() -> None:
     )
     for figure in figures:
         assert figure in out, out
+
+
+def test_capacity_quick() -> None:
+    out = run("capacity.py", "--quick")
+    for streams in (1, 2, 4):
+        assert f"{streams:>3} streams, TTFT error: p50" in out, out
+    for figure in ("request transit p50/p99", "client CPU per request", "token late p50/p99",
+                   "the harness's ceiling"):
+        assert figure in out, out  # fmt: skip
+    assert out.count("(4 requests, 0 failed)") == 3, out  # every level, every request matched

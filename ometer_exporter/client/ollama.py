@@ -313,10 +313,12 @@ class OllamaClient:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _send(self, request: httpx.Request) -> tuple[httpx.Response, float]:
-        """The response's headers, and when the request that got them was sent: a request that
-        a reused connection lost before any response byte is sent again on a fresh connection
-        (``client/pool.py``), and its time starts then (never in a TTFT)."""
-        sent_at = perf_counter()
+        """The response's headers, and when the request that got them was sent: when its
+        headers started out on the wire (``client/pool.py``), so the client's own work before
+        that — the pool, a new connection, the other requests its event loop is sending at the
+        same moment — is never in a TTFT. A request that a reused connection lost before any
+        response byte is sent again until it goes out on a connection it opened itself."""
+        sent_at = perf_counter()  # without httpcore underneath (tests' mock transports)
         retry = can_retry(self._http)
         try:
             for again in range(self._keepalive + 2):
@@ -327,7 +329,7 @@ class OllamaClient:
                     if not retry or attempt.connected or again > self._keepalive:
                         raise
                 else:
-                    return response, (attempt.headers_at or sent_at) if again else sent_at
+                    return response, attempt.headers_at or sent_at
                 # A kept-alive connection the server had closed. Under concurrent requests
                 # another one's spent connection can come back to the pool meanwhile: sent
                 # again until it goes out on a connection it opened itself.

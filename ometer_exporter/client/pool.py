@@ -7,6 +7,9 @@ sending a response". Nothing reached the model then, so the client sends it agai
 (httpcore's trace says) is sent again, until one goes out on a connection of its own. These
 helpers read httpx's pool through its public ``connections`` list (httpcore); with any other
 transport (tests' mocks) nothing is retried.
+
+When a request is sent is read from httpcore's trace as well (:class:`Attempt`): the moment
+its headers start out on the wire, after the pool has found or opened its connection.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ async def drop_idle(http: httpx.AsyncClient) -> None:
 class Attempt:
     """What httpcore's trace tells of one send of a request: whether it opened a connection
     (a failure then is the server's answer, not a stale connection's) and the ``perf_counter``
-    time its headers started out on the wire (a retry's TCP and TLS set-up comes before it,
-    outside any TTFT)."""
+    time its headers started out on the wire (a new connection's TCP and TLS set-up and the
+    pool's work come before it, outside any TTFT)."""
 
     def __init__(self, request: httpx.Request) -> None:
         self.connected = False

@@ -119,7 +119,7 @@ class DoneFields:
 class ChatStream:
     """Client clocks (``time.perf_counter``) of one streamed chat and its final fields."""
 
-    sent_at: float  # just before the request left
+    sent_at: float  # the request's headers started out on the wire
     headers_at: float  # response headers read
     first_token_at: float | None  # first chunk carrying thinking or content
     first_content_at: float | None  # first chunk carrying content

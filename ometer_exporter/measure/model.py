@@ -2,7 +2,8 @@
 
 The rules, each for a reason:
 
-* TTFT is client-measured: request sent -> first streamed chunk carrying thinking or content.
+* TTFT is client-measured: request sent (its headers start out on the wire) -> first
+  streamed chunk carrying thinking or content.
   Time to first *content* and end-to-end time are kept beside it.
 * Server fields come only from the ``done`` line; an absent field is unknown, never 0, and one
   field is never substituted for another.

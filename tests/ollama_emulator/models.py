@@ -174,7 +174,20 @@ class Fault:
 @dataclass
 class RequestRecord:
     """Ground truth for one request. All times are ``time.perf_counter()`` in the emulator's
-    process, taken right after the corresponding ``await response.write(...)`` returned.
+    process (CLOCK_MONOTONIC: the same clock in every process on Linux). The handler's times
+    are taken right after the corresponding ``await response.write(...)`` returned;
+    ``arrived`` when the handler was entered.
+
+    Two times are taken at the connection instead (``socket_*``), before aiohttp's parsing and
+    after its framing, so they hold what the handler cannot see: ``socket_arrived`` is when the
+    request's first bytes were read from its connection (the protocol's ``data_received``),
+    ``socket_first_chunk`` when the first token chunk's bytes were handed to the transport
+    (``transport.write``, which sends at once when nothing is buffered). So
+    ``socket_arrived <= arrived`` and ``socket_first_chunk <= first_chunk``; the gap
+    ``arrived - socket_arrived`` is the handler starting late (aiohttp's parsing and task
+    hand-offs, and a loop busy with other streams), which a client's TTFT contains and
+    ``first_chunk - arrived`` does not. Both are None where not seen (no token chunk; a request
+    pipelined behind another on its connection).
 
     ``status`` is 0 while no status line was sent (e.g. a ``reset`` before the first chunk).
     Header names are lower-cased.
@@ -212,6 +225,12 @@ class RequestRecord:
     metrics: dict[str, int] = field(default_factory=dict)  # metrics exactly as sent
     done_reason: str | None = None
     error: str | None = None  # error text sent (HTTP error body or mid-stream error line)
+    socket_arrived: float | None = None  # the request's first bytes read from the connection
+    socket_first_chunk: float | None = None  # the first token chunk handed to the transport
+    # the emulator keeping its own schedule: the worst delay, in seconds, of a streamed token
+    # chunk's write (returned) behind the time it was due (its event loop busy, its process
+    # waiting for a CPU)
+    token_late_max: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from . import openai
+from .connection import StampedProtocol, stamps_of
 from .models import (
     EmulatedModel,
     Fault,
@@ -339,6 +340,7 @@ class OllamaEmulator:
         self._load_lock = asyncio.Lock()
         self._pending_loads = 0
         self._app_runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         for m in models:
             self.add_model(m)
 
@@ -349,10 +351,15 @@ class OllamaEmulator:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        server = runner.server
+        assert server is not None
+        # aiohttp's protocol behind one that stamps each connection's reads and writes
+        # (connection.py): a listener of our own instead of a TCPSite, which cannot wrap it.
+        self._listener = await asyncio.get_running_loop().create_server(
+            lambda: StampedProtocol(server()), host, port
+        )
         self._app_runner = runner
-        bound = runner.addresses[0]
+        bound = self._listener.sockets[0].getsockname()
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{bound[1]}"
         return self.url
@@ -362,9 +369,14 @@ class OllamaEmulator:
             if r.timer is not None:
                 r.timer.cancel()
                 r.timer = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         runner, self._app_runner = self._app_runner, None
         if runner is not None:
-            await runner.cleanup()
+            await runner.cleanup()  # closes the connections aiohttp's server knows
+        if listener is not None:
+            await listener.wait_closed()
 
     async def __aenter__(self) -> OllamaEmulator:
         if self._app_runner is None:
@@ -466,8 +478,13 @@ class OllamaEmulator:
         if self.max_records is not None and len(self.records) > 2 * self.max_records:
             del self.records[: -self.max_records]  # amortised trimming for long runs
         ctx = _Ctx(request=request, rec=rec, raw=b"")
+        stamps = stamps_of(request)
         try:
-            ctx.raw = await request.read()
+            try:
+                ctx.raw = await request.read()
+            finally:
+                if stamps is not None:
+                    rec.socket_arrived = stamps.take_arrival()
             if openai.serves(self.engine, request.path):
                 return await self._openai(ctx)
             control = self.control and request.path.startswith("/_emulator/")
@@ -1593,12 +1610,16 @@ class _Generation:
                     break
                 if batching:
                     due = due + self._step() if i else due
-                await _sleep_until(due if batching else origin + i * self.interval)
+                scheduled = due if batching else origin + i * self.interval
+                await _sleep_until(scheduled)
                 rec.last_token = perf_counter()
                 thinking = self.plan[i][1]
                 t = await self._write(self._line(i))
+                rec.token_late_max = max(rec.token_late_max, t - scheduled)
                 if rec.first_chunk is None:
                     rec.first_chunk = t
+                    stamps = stamps_of(self.ctx.request)
+                    rec.socket_first_chunk = stamps.last_write if stamps is not None else None
                 if thinking:
                     rec.thinking_chunks += 1
                 else:
