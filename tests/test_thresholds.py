@@ -42,7 +42,10 @@ def _overrides(node: Any) -> list[dict[str, Any]]:
 
 def grafana_steps(name: str) -> list[tuple[float | None, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
-    [override] = [o for o in _overrides(dashboard) if o["matcher"]["options"] == name]
+    [override] = [  # the graded column of that name (other tables show it ungraded)
+        o for o in _overrides(dashboard)
+        if o["matcher"]["options"] == name and any(p["id"] == "thresholds" for p in o["properties"])
+    ]  # fmt: skip
     [steps] = [p["value"]["steps"] for p in override["properties"] if p["id"] == "thresholds"]
     return [(s["value"], s["color"]) for s in steps]
 
