@@ -498,3 +498,27 @@ async def test_an_openai_target_is_swept_through_the_worker(emulator_factory, mo
         r for r in completions(emu) if r.body and r.body.get("options", {}).get("num_predict") == 32
     ]
     assert len(swept) == 8 * 4
+
+
+@pytest.mark.parametrize("engine", ["llama.cpp", "vllm"])
+async def test_an_error_mid_stream_is_an_error_event_and_a_stream_error(
+    emulator_factory, engine
+) -> None:
+    """The emulator's mid-stream error on an OpenAI stream is an SSE error event then
+    ``[DONE]`` (not an NDJSON line); the client types it ``stream_error``."""
+    from ollama_emulator import Fault
+
+    emu = await emulator_factory([chat_model(MODEL, output_tokens=20)], engine=engine)
+    broken = Fault(kind="error_line", after_chunks=3, message="the GPU fell over", paths=(CHAT,))
+    emu.add_fault(MODEL, broken)
+    async with httpx.AsyncClient(timeout=30) as http:
+        text = (await http.post(emu.url + CHAT, json=ask(20))).text
+    got = events(text)
+    assert got[-1] == "[DONE]" and got[-2]["error"]["message"] == "the GPU fell over"
+    emu.add_fault(MODEL, broken)
+    async with OpenAIClient(emu.url + "/v1") as client:
+        await client.version()
+        with pytest.raises(OllamaError) as caught:
+            await client.chat(MODEL, [{"role": "user", "content": "hi"}], options={})
+    assert caught.value.error_type is ErrorType.STREAM_ERROR
+    assert "the GPU fell over" in str(caught.value)

@@ -134,7 +134,8 @@ class Fault:
       * ``truncate``: clean end of body (chunked terminator) after ``after_chunks`` token chunks,
         no ``done`` line.
       * ``error_line``: after ``after_chunks`` chunks a ``{"error": message}`` line and the end
-        of the body (status stays 200).
+        of the body (status stays 200); on an OpenAI-compatible stream an event whose data is
+        an error object, then ``data: [DONE]``.
       * ``stall``: after ``after_chunks`` chunks pause ``seconds`` (emulated, i.e. scaled), then
         continue at the decode rate.
       * ``no_headers``: pause ``seconds`` (scaled) before anything is sent (after the slot is

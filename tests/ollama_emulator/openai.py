@@ -358,6 +358,13 @@ def chat_request(body: Any) -> dict[str, Any]:
     return out
 
 
+def stream_error(message: str) -> bytes:
+    """An error in the middle of a stream, as the OpenAI-compatible servers send one: an event
+    whose data is an error object (OpenAI's shape), then the end of the stream."""
+    error = {"message": message, "type": "server_error", "param": None, "code": 500}
+    return f"data: {go_json({'error': error})}\n\ndata: [DONE]\n\n".encode()
+
+
 def include_usage(body: Any) -> bool:
     opts = body.get("stream_options") if isinstance(body, dict) else None
     return isinstance(opts, dict) and opts.get("include_usage") is True

@@ -1558,7 +1558,10 @@ class _Generation:
         if f.kind == "error_line":
             msg = emu._fault_message(f, MID_STREAM_ERROR)
             self.ctx.rec.error = msg
-            await self._write((go_json({"error": msg}) + "\n").encode())
+            if self.ctx.events is not None:  # server-sent events: an error event, then [DONE]
+                await self._write(openai.stream_error(msg))
+            else:
+                await self._write((go_json({"error": msg}) + "\n").encode())
             await self._end()
             return True
         if f.kind == "truncate":
