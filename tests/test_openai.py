@@ -393,9 +393,13 @@ async def test_a_request_the_server_dropped_is_sent_again_and_ttft_starts_then(
     # Runs 2 and 3 each met the connection run 1 (then 2) had streamed on.
     assert (client.reconnects, emu.closed_reused) == (2, 2)
     for run, rec in zip(result.runs, completions(emu), strict=True):
-        assert run.sent_at is not None and rec.first_chunk is not None
-        assert run.sent_at <= rec.arrived <= run.sent_at + 0.005  # the retry's own send time
-        assert run.ttft == pytest.approx(rec.first_chunk - rec.arrived, abs=TTFT_TOLERANCE)
+        assert run.sent_at is not None and rec.socket_arrived is not None
+        assert rec.socket_first_chunk is not None
+        # The retry's own send time: its headers went out on the new connection, which the
+        # emulator read right after (the truth at the socket, not at its handler).
+        assert run.sent_at <= rec.socket_arrived <= run.sent_at + 0.005
+        truth = rec.socket_first_chunk - rec.socket_arrived
+        assert run.ttft == pytest.approx(truth, abs=TTFT_TOLERANCE)
 
 
 async def test_a_fresh_connection_that_fails_is_not_sent_again() -> None:

@@ -347,3 +347,36 @@ async def test_vllm_metrics_tell_a_request_in_progress_and_the_busy_gate_sees_it
             assert running.findall(busy) == [(VLLM, "1.0")]
             assert await client.busy() is True
             assert await BusyGate(client, 0.1)() is False
+
+
+@pytest.mark.parametrize("select", ["loaded", "all"])
+async def test_lmstudio_state_decides_what_is_measured_and_no_ttft_pays_a_load(
+    emulator_factory, select: str
+) -> None:
+    """LM Studio says which models are loaded (``/api/v0/models`` ``state``) and loads one on
+    its first request: ``select: loaded`` sends nothing to a model that is not loaded;
+    ``select: all`` measures it after a warmup that takes the load, so no TTFT includes it."""
+    cold, warm = "qwen3-8b", STUDIO
+    models = [chat_model(warm, output_tokens=16), chat_model(cold, output_tokens=16,
+                                                             load_seconds=40.0)]  # fmt: skip
+    emu = await emulator_factory(models, engine="lmstudio", time_scale=0.005)
+    emu.unload(cold)
+    target = TargetSettings(
+        name="studio", url=emu.url + "/v1", cloud=False, api="openai", select=select,
+        benchmark=BenchmarkSettings(runs=2, num_predict=16),
+    )  # fmt: skip
+    store = await through_worker(target, lambda w: w.cycle())
+    entries = {m: e for (_, m), e in store.snapshot.models.items()}
+    assert entries[warm].inventory is not None and entries[warm].inventory.loaded is True
+    assert entries[cold].inventory is not None and entries[cold].inventory.loaded is False
+    assert entries[warm].benchmark is not None and entries[warm].benchmark.success
+    sent = [r for r in completions(emu) if r.model == cold]
+    if select == "loaded":
+        assert sent == [] and entries[cold].status == "not_loaded"
+        return
+    warmup, *runs = sent
+    assert warmup.cold_load and (warmup.body or {})["options"]["num_predict"] == 1  # max_tokens
+    assert len(runs) == 2 and not any(r.cold_load for r in runs)
+    bench = entries[cold].benchmark
+    assert bench is not None and bench.success and bench.ttft is not None
+    assert bench.ttft < 40.0 * 0.005  # the 0.2 s load is in no TTFT

@@ -29,6 +29,7 @@ class EngineClient(Protocol):
     engine: str | None  # known after ``version``: "ollama", "llama.cpp", "vllm", … or "openai"
     slots: int | None
     reconnects: int  # requests sent again after the server closed their kept-alive connection
+    loaded_now: frozenset[str] | None  # in memory at the last tags(), where told without ps
 
     async def version(self) -> str: ...
 

@@ -88,6 +88,9 @@ class OllamaClient:
     engine: str | None = "ollama"
     slots: int | None = None  # parallel request slots, where the server says (not Ollama)
     reconnects = 0  # requests sent again after a server closed their kept-alive connection
+    # Models the server said were in memory at discovery where it says so without /api/ps
+    # (LM Studio's /api/v0/models); None: not told that way (Ollama tells it in /api/ps).
+    loaded_now: frozenset[str] | None = None
 
     def __init__(
         self,

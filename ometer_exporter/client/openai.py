@@ -78,6 +78,7 @@ class OpenAIClient(OllamaClient):
         self._root = urlunsplit((parts.scheme, parts.netloc, root, "", ""))
         self.engine: str | None = None
         self.slots: int | None = None
+        self.loaded_now: frozenset[str] | None = None  # LM Studio's state, at the last tags()
         self._context: int | None = None  # llama.cpp: the context each request gets (n_ctx)
         self._models: dict[str, ShowInfo] = {}
 
@@ -112,6 +113,7 @@ class OpenAIClient(OllamaClient):
         obj = await self._json("GET", "/models")
         if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
             raise OllamaBadResponse("/v1/models: expected an object with a 'data' list")
+        self.loaded_now = None
         studio = await self._lm_studio() if self.engine in ("openai", "lmstudio") else {}
         if self.engine == "ollama":
             studio = await self._ollama_tags()
@@ -188,9 +190,13 @@ class OpenAIClient(OllamaClient):
             return {}
         self.engine = "lmstudio"
         out: dict[str, dict[str, Any]] = {}
+        loaded: set[str] = set()
         for entry in data[:_MAX_ENTRIES]:
             if isinstance(entry, dict) and isinstance(entry.get("id"), str):
                 out[entry["id"]] = _studio_fields(entry, self._safe)
+                if entry.get("state") == "loaded":
+                    loaded.add(entry["id"])
+        self.loaded_now = frozenset(loaded)
         return out
 
     async def _ollama_tags(self) -> dict[str, dict[str, Any]]:

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import logging
+
+from ometer_exporter.client.engine import EngineClient
+from ometer_exporter.client.errors import OllamaError
 from ometer_exporter.client.replies import ShowInfo, TagModel
 from ometer_exporter.names import parse_parameter_size
 from ometer_exporter.store.records import Inventory
+
+log = logging.getLogger(__name__)
+
+
+class ShowCache:
+    """``/api/show`` per model digest: asked once per digest, again after a failure."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._shown: dict[tuple[str, str], ShowInfo | None] = {}
+
+    async def get(self, client: EngineClient, tag: TagModel) -> ShowInfo | None:
+        key = (tag.name, tag.digest)
+        if key not in self._shown:
+            try:
+                self._shown[key] = await client.show(tag.name)
+            except OllamaError as exc:
+                log.warning("target %s: /api/show %s failed: %s", self.target, tag.name, exc)
+                return None  # not cached: asked again next cycle
+        return self._shown[key]
+
+
+def not_in_memory(inventory: Inventory | None) -> bool:
+    """Known not to be loaded (``loaded`` False; None: not known)."""
+    return inventory is not None and inventory.loaded is False
 
 
 def inventory_of(

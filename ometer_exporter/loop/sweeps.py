@@ -16,6 +16,7 @@ from typing import Final
 from ometer_exporter.client.engine import EngineClient
 from ometer_exporter.config.capacity import in_window
 from ometer_exporter.config.settings import CapacitySettings, TargetSettings
+from ometer_exporter.loop.inventory import not_in_memory
 from ometer_exporter.loop.outcome import describe_sweep
 from ometer_exporter.loop.selection import wanted
 from ometer_exporter.measure.capacity import Sweep
@@ -110,7 +111,15 @@ class TargetSweeps:
         )
         if not self.schedule.may_start(now):
             return []
-        return [name for name in names if self.schedule.is_due(name, now)]
+        return [n for n in names if self.schedule.is_due(n, now) and not self._cold(n)]
+
+    def _cold(self, name: str) -> bool:
+        """Not in memory by what a server without /api/ps says (LM Studio): never swept there,
+        as its first request would load it."""
+        entry = self.store.snapshot.models.get((self.target.name, name))
+        return not self.target.watches_loaded and entry is not None and not_in_memory(
+            entry.inventory
+        )
 
     async def run(
         self,

@@ -27,12 +27,12 @@ from typing import Final
 
 from ometer_exporter.client.engine import EngineClient, client_for
 from ometer_exporter.client.errors import ErrorType, OllamaError, OllamaNotFound
-from ometer_exporter.client.replies import ShowInfo, TagModel
+from ometer_exporter.client.replies import TagModel
 from ometer_exporter.config.checks import format_duration
 from ometer_exporter.config.settings import TargetSettings
 from ometer_exporter.loop.holds import UsageHolds, account_of
 from ometer_exporter.loop.idle import IdleTracker
-from ometer_exporter.loop.inventory import inventory_of
+from ometer_exporter.loop.inventory import ShowCache, inventory_of, not_in_memory
 from ometer_exporter.loop.outcome import Outcome, describe_run
 from ometer_exporter.loop.selection import method_of, reported_models, wanted
 from ometer_exporter.loop.sweeps import TargetSweeps
@@ -76,7 +76,7 @@ class TargetWorker:
         self.lag_probe = lag_probe
         self.holds = holds if holds is not None else UsageHolds()
         self.client: EngineClient = client_for(target)
-        self._show_cache: dict[tuple[str, str], ShowInfo | None] = {}
+        self._shows = ShowCache(target.name)
         self.idle = IdleTracker(target.benchmark.idle_before)
         self._models: list[str] = []  # the reported models, in tags order (last discovery)
         self._cloud_models: frozenset[str] = frozenset()  # pass-through models of a local server
@@ -285,9 +285,11 @@ class TargetWorker:
             self._polled_at = time.monotonic()
             self.idle.observe(ps, self._polled_at)
             loaded = {canonical_name(m.name): m.size_vram for m in ps}
+        elif self.client.loaded_now is not None:  # LM Studio says what it has loaded
+            loaded = dict.fromkeys(self.client.loaded_now)
         inventory: dict[str, Inventory] = {}
         for tag in tags:
-            show = await self._show(tag)
+            show = await self._shows.get(self.client, tag)
             inventory[tag.name] = inventory_of(
                 tag,
                 show,
@@ -307,16 +309,6 @@ class TargetWorker:
         self._down = self._unreachable = False
         self._failed_polls = 0
         return tags
-
-    async def _show(self, tag: TagModel) -> ShowInfo | None:
-        key = (tag.name, tag.digest)
-        if key not in self._show_cache:
-            try:
-                self._show_cache[key] = await self.client.show(tag.name)
-            except OllamaError as exc:
-                log.warning("target %s: /api/show %s failed: %s", self.target.name, tag.name, exc)
-                return None  # not cached: asked again next cycle
-        return self._show_cache[key]
 
     async def cycle(self, outcome: Outcome | None = None) -> None:
         await self.discover()
@@ -369,6 +361,9 @@ class TargetWorker:
                 return "not_loaded", None
             elif not cycle:
                 return "due", self._next_cycle  # select: all loads it in the next cycle
+        elif self._cold(name) and self.target.select == "loaded":  # LM Studio says: not loaded
+            outcome.skipped(name, "not_loaded")
+            return "not_loaded", None
         before = self.idle.expiry(name)
         result = await self.benchmark(name, allow_load=self.target.select == "all")
         if (
@@ -465,6 +460,11 @@ class TargetWorker:
             await self._poll()  # our requests moved the expiry: the quiet period starts again
         return sweep
 
+    def _cold(self, name: str) -> bool:
+        """Not in memory, by what a server without /api/ps said at discovery (LM Studio)."""
+        entry = self.store.snapshot.models.get((self.target.name, name))
+        return entry is not None and not_in_memory(entry.inventory)
+
     async def benchmark(self, model: str, *, allow_load: bool) -> ModelResult | None:
         """Measure one model, then record and persist its result (None: not loaded, skipped).
 
@@ -478,6 +478,7 @@ class TargetWorker:
             inventory.capabilities if inventory else (),
             target.benchmark,
             cloud=not target.watches_loaded,
+            cold=not target.watches_loaded and self._cold(model),
             allow_load=allow_load,
             lag_probe=self.lag_probe,
             trained_context=inventory.context_length if inventory else None,

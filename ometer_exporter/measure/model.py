@@ -81,6 +81,7 @@ async def measure_model(
     settings: BenchmarkSettings,
     *,
     cloud: bool = False,
+    cold: bool = False,
     allow_load: bool = True,
     lag_probe: LoopLagProbe | None = None,
     trained_context: int | None = None,
@@ -88,6 +89,8 @@ async def measure_model(
 ) -> ModelResult | None:
     """Benchmark one model on one target; None when it is not loaded and loading is not allowed.
     ``cloud``: no /api/ps (Ollama Cloud, OpenAI-compatible servers): no load, unload or checks.
+    ``cold``: such a server said the model is not in memory (LM Studio loads on first use): a
+    warmup takes the load, so no TTFT does.
 
     Failures are recorded in the result, never raised: a run that fails is counted with its
     error type and left out of the aggregates. With ``settings.prompt_tokens`` a loaded local
@@ -105,7 +108,7 @@ async def measure_model(
         except OllamaError as exc:
             failed = _failed(exc, warmup=False)
             return ModelResult(model, kind, started_at, time.time(), runs=(failed,))
-    loaded_by_us = watch is not None and not watch.loaded
+    loaded_by_us = (watch is not None and not watch.loaded) or cold
     if loaded_by_us and not allow_load:
         return None
     unload = loaded_by_us and settings.unload_after
