@@ -15,7 +15,7 @@ from test_openai import CHAT, TTFT_TOLERANCE, ask, completions, events, through_
 
 from ometer_exporter.client.errors import OllamaNotFound
 from ometer_exporter.client.openai import OpenAIClient
-from ometer_exporter.config.settings import BenchmarkSettings, TargetSettings
+from ometer_exporter.config.settings import BenchmarkSettings, SelectMode, TargetSettings
 from ometer_exporter.loop.worker import TargetWorker
 from ometer_exporter.measure.contention import BusyGate
 from ometer_exporter.measure.model import measure_model
@@ -351,7 +351,7 @@ async def test_vllm_metrics_tell_a_request_in_progress_and_the_busy_gate_sees_it
 
 @pytest.mark.parametrize("select", ["loaded", "all"])
 async def test_lmstudio_state_decides_what_is_measured_and_no_ttft_pays_a_load(
-    emulator_factory, select: str
+    emulator_factory, select: SelectMode
 ) -> None:
     """LM Studio says which models are loaded (``/api/v0/models`` ``state``) and loads one on
     its first request: ``select: loaded`` sends nothing to a model that is not loaded;
@@ -367,9 +367,11 @@ async def test_lmstudio_state_decides_what_is_measured_and_no_ttft_pays_a_load(
     )  # fmt: skip
     store = await through_worker(target, lambda w: w.cycle())
     entries = {m: e for (_, m), e in store.snapshot.models.items()}
-    assert entries[warm].inventory is not None and entries[warm].inventory.loaded is True
-    assert entries[cold].inventory is not None and entries[cold].inventory.loaded is False
-    assert entries[warm].benchmark is not None and entries[warm].benchmark.success
+    warm_inventory, cold_inventory = entries[warm].inventory, entries[cold].inventory
+    assert warm_inventory is not None and warm_inventory.loaded is True
+    assert cold_inventory is not None and cold_inventory.loaded is False
+    warm_bench = entries[warm].benchmark
+    assert warm_bench is not None and warm_bench.success
     sent = [r for r in completions(emu) if r.model == cold]
     if select == "loaded":
         assert sent == [] and entries[cold].status == "not_loaded"
