@@ -110,6 +110,10 @@ async def test_the_curve_and_verdict_are_the_stored_sweeps(emulator_factory, hom
     assert "4 users within SLO (TTFT ≤ 500 ms, TPOT ≤ 50 ms, 95 % of requests)" in out
     assert "from 8 users on, TTFT is queueing: the server decodes 4 requests at a time" in out
     assert f"not swept (a load sweep runs on local chat models only): {NOMIC} (local)" in err
+    # Progress (not a terminal: a line each) tells each level as it ends, in order.
+    told = [line for line in err.splitlines() if line.startswith(f"[0/1] {LLAMA} (local): ")]
+    assert [line.split(": ")[1] for line in told] == ["1", "4", "8"]
+    assert told[0].endswith("(user)") and "pass 100%" in told[1] and "miss" in told[2]
     # The sweep loaded the model, so it unloaded it; the embedding model was never sent a thing.
     assert not emu.loaded() and not emu.records_for("/api/embed")
     rows = json.loads((home / "curve.json").read_text())

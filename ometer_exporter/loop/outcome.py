@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ometer_exporter.config.checks import format_duration
-from ometer_exporter.measure.capacity import Sweep
+from ometer_exporter.measure.capacity import Level, Sweep
 from ometer_exporter.measure.results import ModelResult
 
 NAMES_SHOWN: Final = 8  # a line names at most this many models per group, then "+N more"
@@ -105,6 +105,19 @@ _ABORTED: Final = {
 }
 
 
+def describe_level(level: Level) -> str:
+    """One level of a load sweep in a phrase: "4: pass 100%, p95 TTFT 182ms, 96.3 tok/s"."""
+    p95 = level.quantiles(lambda r: r.ttft).get(0.95)
+    rate = level.output_tokens_per_second
+    return (
+        f"{level.concurrency}: {'pass' if level.passed else 'miss'} "
+        f"{level.attainment * 100:.0f}%"
+        + (f", p95 TTFT {p95 * 1000:.0f}ms" if p95 is not None else "")
+        + (f", {rate:.1f} tok/s" if rate is not None else "")
+        + (" (event loop lag)" if level.lagged else "")
+    )
+
+
 def describe_sweep(model: str, sweep: Sweep) -> str:
     """A load sweep's INFO line: the verdict, each level's figures, how it ended."""
     took = format_duration(max(1, round(sweep.finished_at - sweep.started_at)))
@@ -114,17 +127,7 @@ def describe_sweep(model: str, sweep: Sweep) -> str:
         return f"load sweep of {model} aborted after {took} ({_ABORTED[sweep.aborted]}{error})"
     best = sweep.max_concurrency
     verdict = f"{best or 0} concurrent users within SLO"
-    levels = []
-    for level in sweep.levels:
-        p95 = level.quantiles(lambda r: r.ttft).get(0.95)
-        rate = level.output_tokens_per_second
-        levels.append(
-            f"{level.concurrency}: {'pass' if level.passed else 'miss'} "
-            f"{level.attainment * 100:.0f}%"
-            + (f", p95 TTFT {p95 * 1000:.0f}ms" if p95 is not None else "")
-            + (f", {rate:.1f} tok/s" if rate is not None else "")
-            + (" (event loop lag)" if level.lagged else "")
-        )
+    levels = [describe_level(level) for level in sweep.levels]
     line = (
         f"load sweep of {model} took {took}: {verdict} (TTFT ≤ {format_duration(slo.ttft)}, "
         f"TPOT ≤ {format_duration(slo.tpot)}, {slo.attainment * 100:g}% of requests); "

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Final, Protocol
 
 from ometer_exporter.client.errors import OllamaError
@@ -23,7 +24,7 @@ from ometer_exporter.config.settings import Settings, TargetSettings
 from ometer_exporter.loop.holds import UsageHolds
 from ometer_exporter.loop.selection import target_state
 from ometer_exporter.loop.worker import TargetWorker
-from ometer_exporter.measure.capacity import Sweep
+from ometer_exporter.measure.capacity import Level, Sweep
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.measure.results import ModelResult
 from ometer_exporter.store.records import ModelKey
@@ -52,6 +53,9 @@ class SweepProgress(Protocol):
 
     def started(self, target: str, model: str) -> None:
         """The model's load sweep begins."""
+
+    def level(self, target: str, model: str, level: Level) -> None:
+        """One level of the model's sweep ended and is kept."""
 
     def finished(self, target: str, model: str, outcome: Sweep | OllamaError | None) -> None:
         """The sweep ended (its record, if any, is stored): how it ended, the error that
@@ -188,7 +192,7 @@ class Scheduler:
                 progress.started(name, model)
                 try:
                     outcome: Sweep | OllamaError | None = await worker.sweep_capacity(
-                        model, allow_load=True
+                        model, allow_load=True, on_level=partial(progress.level, name, model)
                     )
                 except OllamaError as exc:  # the target stopped answering
                     outcome = exc

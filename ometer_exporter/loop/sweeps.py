@@ -17,9 +17,9 @@ from ometer_exporter.client.engine import EngineClient
 from ometer_exporter.config.capacity import in_window
 from ometer_exporter.config.settings import CapacitySettings, TargetSettings
 from ometer_exporter.loop.inventory import not_in_memory
-from ometer_exporter.loop.outcome import describe_sweep
+from ometer_exporter.loop.outcome import describe_level, describe_sweep
 from ometer_exporter.loop.selection import wanted
-from ometer_exporter.measure.capacity import Sweep
+from ometer_exporter.measure.capacity import Level, OnLevel, Sweep
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.measure.model import measure_capacity
 from ometer_exporter.measure.results import model_kind
@@ -113,6 +113,12 @@ class TargetSweeps:
             return []
         return [n for n in names if self.schedule.is_due(n, now) and not self._cold(n)]
 
+    def _level(self, model: str, level: Level, then: OnLevel | None) -> None:
+        log.debug("target %s: load sweep of %s: level %s",
+                  self.target.name, model, describe_level(level))  # fmt: skip
+        if then is not None:
+            then(level)
+
     def _cold(self, name: str) -> bool:
         """Not in memory by what a server without /api/ps says (LM Studio): never swept there,
         as its first request would load it."""
@@ -129,9 +135,11 @@ class TargetSweeps:
         allow_load: bool,
         lag_probe: LoopLagProbe | None,
         pause: float,
+        on_level: OnLevel | None = None,
     ) -> Sweep | None:
         """One load sweep of ``model``; its record (if it publishes one) is stored and
-        persisted, and it is logged. None: not loaded, and loading is not allowed."""
+        persisted, and it is logged (each level at DEBUG, as it ends; ``on_level`` hears of it
+        too). None: not loaded, and loading is not allowed."""
         target = self.target
         entry = self.store.snapshot.models.get((target.name, model))
         caps = entry.inventory.capabilities if entry and entry.inventory else ()
@@ -140,6 +148,7 @@ class TargetSweeps:
         sweep = await measure_capacity(
             client, model, caps, target.benchmark, watches_loaded=target.watches_loaded,
             allow_load=allow_load, lag_probe=lag_probe, pause=pause,
+            on_level=lambda level: self._level(model, level, on_level),
         )  # fmt: skip
         if sweep is None:
             return None

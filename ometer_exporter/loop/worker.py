@@ -36,7 +36,7 @@ from ometer_exporter.loop.inventory import ShowCache, inventory_of, not_in_memor
 from ometer_exporter.loop.outcome import Outcome, describe_run
 from ometer_exporter.loop.selection import method_of, reported_models, wanted
 from ometer_exporter.loop.sweeps import TargetSweeps
-from ometer_exporter.measure.capacity import Sweep
+from ometer_exporter.measure.capacity import OnLevel, Sweep
 from ometer_exporter.measure.lag import LoopLagProbe
 from ometer_exporter.measure.model import measure_model
 from ometer_exporter.measure.results import ModelResult
@@ -449,12 +449,13 @@ class TargetWorker:
             await self.sweep_capacity(name, allow_load=self.target.select == "all")
             return
 
-    async def sweep_capacity(self, model: str, *, allow_load: bool) -> Sweep | None:
-        """One load sweep of ``model`` (``TargetSweeps.run``); None: not loaded, and loading is
-        not allowed."""
-        sweep = await self.sweeps.run(
-            self.client, model, allow_load=allow_load, lag_probe=self.lag_probe, pause=SWEEP_PAUSE
-        )
+    async def sweep_capacity(
+        self, model: str, *, allow_load: bool, on_level: OnLevel | None = None
+    ) -> Sweep | None:
+        """One load sweep of ``model`` (``TargetSweeps.run``); None: not loaded, not allowed."""
+        sweep = await self.sweeps.run(self.client, model, allow_load=allow_load,
+                                      lag_probe=self.lag_probe, pause=SWEEP_PAUSE,
+                                      on_level=on_level)  # fmt: skip
         self._count_reconnects()
         if sweep is not None and self.target.watches_loaded:
             await self._poll()  # our requests moved the expiry: the quiet period starts again

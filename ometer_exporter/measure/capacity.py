@@ -41,6 +41,7 @@ QUEUE_SHARE: Final = 0.25  # of one user's request duration: a longer wait is fo
 Send = Callable[[], Awaitable[RunResult]]  # one request of the sweep's shape
 Quiet = Callable[[], Awaitable[bool]]  # True when no foreign request was seen
 Warm = Callable[[int], Awaitable[object]]  # opens that many connections before a level
+OnLevel = Callable[["Level"], None]  # told of each level as it is kept (progress, logs)
 # Why a sweep ended before its last level: someone else's traffic (nothing of the level that
 # met it is kept), the server refused a request (the levels before it are kept, with the
 # error), or the model could not be loaded.
@@ -210,9 +211,12 @@ async def sweep(
     quiet: Quiet,
     refine: bool = False,
     warm: Warm | None = None,
+    on_level: OnLevel | None = None,
 ) -> Sweep:
     """Levels ascending; stop one level after the first failing one, on a refusal, or when
-    ``quiet`` sees someone else's traffic (that level is not published)."""
+    ``quiet`` sees someone else's traffic (that level is not published). ``on_level`` hears of
+    each level kept, as it is."""
+    told: OnLevel = on_level or (lambda level: None)
     started_at = time.time()
     done: list[Level] = []
     failed_at: int | None = None
@@ -224,22 +228,32 @@ async def sweep(
         level = await run_level(send, concurrency, requests, slo)
         if level.error is not None:  # a refusal first: a request refused before it reached
             done.append(level)  # the model moves no expiry, and is no one else's traffic
+            told(level)
             return Sweep(tuple(done), started_at, time.time(), "refused", slo, level.error)
         if not await quiet():
             return Sweep(tuple(done), started_at, time.time(), "contended", slo)
         done.append(level)
+        told(level)
         if failed_at is not None:
             break
         if not level.passed:
             failed_at = concurrency
     if refine:
-        done = await _bisect(send, done, requests=requests, slo=slo, quiet=quiet, warm=warm)
+        done = await _bisect(send, done, requests=requests, slo=slo, quiet=quiet, warm=warm,
+                             told=told)  # fmt: skip
     return Sweep(tuple(sorted(done, key=lambda lv: lv.concurrency)), started_at, time.time(),
                  None, slo)  # fmt: skip
 
 
 async def _bisect(
-    send: Send, done: list[Level], *, requests: int, slo: Slo, quiet: Quiet, warm: Warm | None
+    send: Send,
+    done: list[Level],
+    *,
+    requests: int,
+    slo: Slo,
+    quiet: Quiet,
+    warm: Warm | None,
+    told: OnLevel,
 ) -> list[Level]:
     """Between the last passing and the first failing level, halve the gap until it is one."""
     while True:
@@ -259,3 +273,4 @@ async def _bisect(
         if not await quiet() or level.error is not None:
             return done
         done.append(level)
+        told(level)

@@ -44,7 +44,7 @@ from ometer_exporter.client.errors import (
 )
 from ometer_exporter.client.replies import ChatStream, EmbedResponse
 from ometer_exporter.config.settings import BenchmarkSettings
-from ometer_exporter.measure.capacity import Sweep, sweep
+from ometer_exporter.measure.capacity import OnLevel, Sweep, sweep
 from ometer_exporter.measure.contention import (
     BusyGate,
     IdleWatch,
@@ -145,6 +145,7 @@ async def measure_capacity(
     allow_load: bool = True,
     lag_probe: LoopLagProbe | None = None,
     pause: float = 1.0,
+    on_level: OnLevel | None = None,
 ) -> Sweep | None:
     """The load sweep (``settings.capacity``) on one chat model; None when it is not loaded and
     loading is not allowed. ``pause`` is the quiet wait around each level: on a server with
@@ -183,6 +184,7 @@ async def measure_capacity(
         result = await sweep(
             send, capacity.concurrency, requests=capacity.requests_per_level, slo=capacity.slo,
             quiet=quiet, refine=capacity.refine, warm=lambda n: _open_connections(client, n),
+            on_level=on_level,
         )  # fmt: skip
     except asyncio.CancelledError:
         if loaded_by_us:

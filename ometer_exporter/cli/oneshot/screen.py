@@ -150,6 +150,19 @@ class Progress:
             self.console.print(Text(line))
         self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """What the running work has just done (a load sweep's level): on a terminal the
+        progress line says it, elsewhere a line each."""
+        from rich.text import Text
+
+        line = f"[{self.done}/{self.total}] {grades.plain(text)}"
+        if self.tty:
+            self._clear_line()
+            self.console.print(Text(line), end="")
+        else:
+            self.console.print(Text(line))
+        self.stream.flush()
+
     def clear(self) -> None:
         """Take the progress line off the terminal (before other output; ``update`` redraws)."""
         if self.tty:

@@ -22,8 +22,9 @@ from ometer_exporter.cli.oneshot import output
 from ometer_exporter.cli.oneshot.options import EXIT_NOTHING, Options
 from ometer_exporter.cli.oneshot.screen import Progress
 from ometer_exporter.client.errors import OllamaError
+from ometer_exporter.loop.outcome import describe_level
 from ometer_exporter.loop.scheduler import Scheduler
-from ometer_exporter.measure.capacity import Sweep
+from ometer_exporter.measure.capacity import Level, Sweep
 from ometer_exporter.store.records import ModelKey
 from ometer_exporter.store.store import Store
 from ometer_exporter.views import curve, grades
@@ -66,6 +67,10 @@ class _Sweeps:
     def started(self, target: str, model: str) -> None:
         self.running.append((target, model))
         self.progress.update(self.running, None)
+
+    def level(self, target: str, model: str, level: Level) -> None:
+        users = "user" if level.concurrency == 1 else "users"
+        self.progress.note(f"{model} ({target}): {describe_level(level)} ({users})")
 
     def finished(self, target: str, model: str, outcome: Sweep | OllamaError | None) -> None:
         key = (target, model)
