@@ -267,3 +267,28 @@ def test_the_verdict_says_what_the_levels_say() -> None:
     assert [curve.format_time(x) for x in (0.00302, 0.01, 0.635, 1.5, None)] == [
         "3.02 ms", "10.0 ms", "635 ms", "1.50 s", "—",
     ]  # fmt: skip
+
+
+async def test_history_shows_the_stored_sweeps_and_sends_nothing(
+    emulator_factory, home, capsys
+) -> None:
+    emu = await emulator_factory([batching_model()], num_parallel=4)
+    assert await run(SWEEP, environ(home, emu.url)) == 0
+    swept_out = capsys.readouterr().out
+    sent = len(emu.records)
+    code = await run(["--capacity", "--history"], environ(home, emu.url))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(emu.records) == sent  # read from the store: nothing reached the server
+    assert curve_rows(out) == curve_rows(swept_out)
+    assert out.startswith(f"{LLAMA} (local): load sweep, 4 requests per level")
+    assert "4 users within SLO (TTFT ≤ 500 ms, TPOT ≤ 50 ms, 95 % of requests)" in out
+    assert await run(["--capacity", "--history", "--json"], environ(home, emu.url)) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["concurrency"] for r in rows] == [1, 4, 8]
+    missing = ["--capacity", "--history", "--model", "nothing-like-it"]
+    assert await run(missing, environ(home, emu.url)) == 1
+    assert "no stored load sweeps matching 'nothing-like-it'" in capsys.readouterr().err
+    code = await run(["--capacity", "--history", "--concurrency", "1,2"], environ(home, emu.url))
+    assert code == 2
+    assert "flag --concurrency: not with --history" in capsys.readouterr().err

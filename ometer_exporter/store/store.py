@@ -334,6 +334,12 @@ class Store:
         async with self._lock:
             await asyncio.to_thread(self._db.write, target, model, bench, inventory)
 
+    async def capacity_records(self) -> list[tuple[str, str, CapacityRecord]]:
+        """Each model's latest stored load sweep (target, model, record), checked."""
+        if self._db is None:
+            return []
+        return await asyncio.to_thread(self._db.latest_capacity)
+
     async def history(self, target: str | None = None) -> list[Stored]:
         if self._db is None:
             return []

@@ -1,4 +1,5 @@
-"""``bench --history``: the stored results instead of a measurement.
+"""``bench --history``: the stored results instead of a measurement (with ``--capacity`` each
+model's latest stored load sweep, as ``bench --capacity`` prints one).
 
 It reads the SQLite store and nothing else: no request goes to any server, and no API key is
 needed (``parse_options`` loads the configuration without reading keys for it).
@@ -7,19 +8,21 @@ needed (``parse_options`` loads the configuration without reading keys for it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from ometer_exporter.cli.oneshot import output
 from ometer_exporter.cli.oneshot.options import CLOUD_TARGET, EXIT_NOTHING, EXIT_OK, Options
 from ometer_exporter.names import match_model
 from ometer_exporter.store.records import ModelEntry, ModelKey, Snapshot, Stored
 from ometer_exporter.store.store import Store
-from ometer_exporter.views import grades, table
+from ometer_exporter.views import curve, grades, table
 from ometer_exporter.views import query as queries
 from ometer_exporter.views import rows as export
+
+_T = TypeVar("_T")
 
 
 def target_names(opts: Options) -> frozenset[str] | None:
@@ -61,22 +64,52 @@ def latest_and_previous(
     return latest, previous
 
 
+def _wanted(opts: Options, names: frozenset[str] | None, target: str, model: str) -> bool:
+    return (names is None or target in names) and (
+        not opts.models or any(match_model(q, model) for q in opts.models)
+    )
+
+
+async def _read(opts: Options, read: Callable[[Store], Awaitable[list[_T]]]) -> list[_T]:
+    """What ``read`` gets from the store, [] when there is none (reading must not create one)."""
+    storage = opts.settings.storage
+    if not await asyncio.to_thread(Path(storage.path).is_dir):
+        return []
+    store = Store(storage.path, retention=storage.retention)
+    try:
+        return await read(store)
+    finally:
+        await store.close()
+
+
+async def sweeps(opts: Options, stdout: TextIO, stderr: TextIO) -> int:
+    """Each chosen model's latest stored load sweep: its curve, or the rows of
+    ``/export?view=capacity`` with --json/--csv."""
+    names = target_names(opts)
+    records = [r for r in await _read(opts, Store.capacity_records)
+               if _wanted(opts, names, r[0], r[1])]  # fmt: skip
+    if not records:
+        what = f" matching {', '.join(map(repr, opts.models))}" if opts.models else ""
+        print(f"no stored load sweeps{what} in {opts.settings.storage.path}", file=stderr)
+        return EXIT_NOTHING if opts.models else EXIT_OK
+    records.sort(key=lambda r: (r[0], r[1]))
+    if not opts.to_stdout:
+        for target, model, record in records:
+            stdout.write(curve.render(target, model, record, color=opts.color) + "\n\n")
+        stdout.flush()
+    entries = {(t, m): ModelEntry(t, m, capacity=r) for t, m, r in records}
+    snapshot = Snapshot(0, MappingProxyType({}), MappingProxyType(entries))
+    rows = export.capacity_rows(snapshot, queries.Query())
+    return output.write_exports(opts, rows, stdout, stderr, columns=export.CAPACITY_COLUMNS)
+
+
 async def history(opts: Options, stdout: TextIO, stderr: TextIO) -> int:
+    if opts.capacity is not None:
+        return await sweeps(opts, stdout, stderr)
     storage = opts.settings.storage
     names = target_names(opts)
-    stored: list[Stored] = []
-    if await asyncio.to_thread(Path(storage.path).is_dir):  # reading must not create a store
-        store = Store(storage.path, retention=storage.retention)
-        try:
-            stored = await store.history()  # oldest first
-        finally:
-            await store.close()
-    picked = [
-        s
-        for s in stored
-        if (names is None or s[0] in names)
-        and (not opts.models or any(match_model(q, s[1]) for q in opts.models))
-    ]
+    stored: list[Stored] = await _read(opts, Store.history)  # oldest first
+    picked = [s for s in stored if _wanted(opts, names, s[0], s[1])]
     if not picked:
         what = f" matching {', '.join(map(repr, opts.models))}" if opts.models else ""
         print(f"no stored results{what} in {storage.path}", file=stderr)

@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", nargs="?", const="-", metavar="PATH",
                      help="write CSV (to stdout without PATH), the same rows")  # fmt: skip
     out.add_argument("--history", action="store_true",
-                     help="show stored results instead of measuring")  # fmt: skip
+                     help="show stored results instead of measuring (with --capacity: the "
+                     "latest stored load sweeps)")  # fmt: skip
     conf = parser.add_argument_group("configuration (as serve)")
     conf.add_argument("--config.file", dest="config_file", metavar="PATH",
                       help="YAML configuration: its targets replace the environment's")  # fmt: skip
@@ -313,7 +314,6 @@ def _int_or_text(text: str) -> object:
 _NOT_WITH_CAPACITY: Final = (
     ("--ttft", "ttft"), ("--tps", "tps"), ("--runs", "runs"), ("--parallel", "parallel"),
     ("--prompt-tokens", "prompt_tokens"), ("--verbose", "verbose"), ("--sort", "sort"),
-    ("--history", "history"),
 )  # fmt: skip
 _SWEEP_FLAGS: Final = (
     ("--concurrency", "concurrency"), ("--slo-ttft", "slo_ttft"), ("--slo-tpot", "slo_tpot"),
@@ -335,6 +335,9 @@ def _capacity_flags(checker: Checker, args: argparse.Namespace) -> CapacityFlags
                 "not with --capacity: a load sweep measures TTFT and TPOT at every level, one "
                 "model at a time; run it without --capacity",
             )
+    for flag, dest in _SWEEP_FLAGS if args.history else ():
+        if getattr(args, dest) is not None:
+            checker.add(f"flag {flag}", "not with --history: it shows the stored sweeps, runs none")
     levels = None
     if args.concurrency is not None:
         items: list[object] = [_int_or_text(t) for t in args.concurrency.split(",") if t.strip()]
