@@ -7,8 +7,10 @@ import logging
 from ometer_exporter.client.engine import EngineClient
 from ometer_exporter.client.errors import OllamaError
 from ometer_exporter.client.replies import ShowInfo, TagModel
+from ometer_exporter.config.settings import TargetSettings
 from ometer_exporter.names import parse_parameter_size
 from ometer_exporter.store.records import Inventory
+from ometer_exporter.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,13 @@ class ShowCache:
         return self._shown[key]
 
 
-def not_in_memory(inventory: Inventory | None) -> bool:
-    """Known not to be loaded (``loaded`` False; None: not known)."""
-    return inventory is not None and inventory.loaded is False
+def known_cold(store: Store, target: TargetSettings, name: str) -> bool:
+    """Not in memory by what a server without /api/ps said at discovery (LM Studio's model
+    state): its first request would load the model. False where it is not known so (and on
+    Ollama, whose /api/ps the idle tracker follows)."""
+    entry = store.snapshot.models.get((target.name, name))
+    inventory = entry.inventory if entry is not None else None
+    return not target.watches_loaded and inventory is not None and inventory.loaded is False
 
 
 def inventory_of(

@@ -16,7 +16,7 @@ from typing import Final
 from ometer_exporter.client.engine import EngineClient
 from ometer_exporter.config.capacity import in_window
 from ometer_exporter.config.settings import CapacitySettings, TargetSettings
-from ometer_exporter.loop.inventory import not_in_memory
+from ometer_exporter.loop.inventory import known_cold
 from ometer_exporter.loop.outcome import describe_level, describe_sweep
 from ometer_exporter.loop.selection import wanted
 from ometer_exporter.measure.capacity import Level, OnLevel, Sweep
@@ -111,21 +111,16 @@ class TargetSweeps:
         )
         if not self.schedule.may_start(now):
             return []
-        return [n for n in names if self.schedule.is_due(n, now) and not self._cold(n)]
+        return [
+            n for n in names
+            if self.schedule.is_due(n, now) and not known_cold(self.store, self.target, n)
+        ]  # fmt: skip
 
     def _level(self, model: str, level: Level, then: OnLevel | None) -> None:
         log.debug("target %s: load sweep of %s: level %s",
                   self.target.name, model, describe_level(level))  # fmt: skip
         if then is not None:
             then(level)
-
-    def _cold(self, name: str) -> bool:
-        """Not in memory by what a server without /api/ps says (LM Studio): never swept there,
-        as its first request would load it."""
-        entry = self.store.snapshot.models.get((self.target.name, name))
-        return not self.target.watches_loaded and entry is not None and not_in_memory(
-            entry.inventory
-        )
 
     async def run(
         self,

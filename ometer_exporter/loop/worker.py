@@ -32,7 +32,7 @@ from ometer_exporter.config.checks import format_duration
 from ometer_exporter.config.settings import TargetSettings
 from ometer_exporter.loop.holds import UsageHolds, account_of
 from ometer_exporter.loop.idle import IdleTracker
-from ometer_exporter.loop.inventory import ShowCache, inventory_of, not_in_memory
+from ometer_exporter.loop.inventory import ShowCache, inventory_of, known_cold
 from ometer_exporter.loop.outcome import Outcome, describe_run
 from ometer_exporter.loop.selection import method_of, reported_models, wanted
 from ometer_exporter.loop.sweeps import TargetSweeps
@@ -361,7 +361,7 @@ class TargetWorker:
                 return "not_loaded", None
             elif not cycle:
                 return "due", self._next_cycle  # select: all loads it in the next cycle
-        elif self._cold(name) and self.target.select == "loaded":  # LM Studio says: not loaded
+        elif self.target.select == "loaded" and known_cold(self.store, self.target, name):
             outcome.skipped(name, "not_loaded")
             return "not_loaded", None
         before = self.idle.expiry(name)
@@ -461,11 +461,6 @@ class TargetWorker:
             await self._poll()  # our requests moved the expiry: the quiet period starts again
         return sweep
 
-    def _cold(self, name: str) -> bool:
-        """Not in memory, by what a server without /api/ps said at discovery (LM Studio)."""
-        entry = self.store.snapshot.models.get((self.target.name, name))
-        return entry is not None and not_in_memory(entry.inventory)
-
     async def benchmark(self, model: str, *, allow_load: bool) -> ModelResult | None:
         """Measure one model, then record and persist its result (None: not loaded, skipped).
 
@@ -479,7 +474,7 @@ class TargetWorker:
             inventory.capabilities if inventory else (),
             target.benchmark,
             cloud=not target.watches_loaded,
-            cold=not target.watches_loaded and self._cold(model),
+            cold=known_cold(self.store, target, model),
             allow_load=allow_load,
             lag_probe=self.lag_probe,
             trained_context=inventory.context_length if inventory else None,

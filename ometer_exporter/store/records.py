@@ -378,8 +378,10 @@ class Counters:
             runs=self.runs + result.requests,
             output_tokens=self.output_tokens + result.output_tokens,
             prompt_tokens=self.prompt_tokens + result.prompt_tokens,
-            errors=_merge(self.errors, {k.value: v for k, v in result.errors.items()}),
-            discarded=_merge(self.discarded, {str(k): v for k, v in result.discarded.items()}),
+            errors=merge_counts(self.errors, {k.value: v for k, v in result.errors.items()}),
+            discarded=merge_counts(
+                self.discarded, {str(k): v for k, v in result.discarded.items()}
+            ),
             ttft=self.ttft.observe(TTFT_BUCKETS, (r.ttft for r in good if r.ttft is not None))
             if result.kind == "chat"
             else self.ttft,
@@ -394,7 +396,10 @@ class Counters:
         )
 
 
-def _merge(old: tuple[tuple[str, int], ...], new: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+def merge_counts(
+    old: tuple[tuple[str, int], ...], new: Mapping[str, int]
+) -> tuple[tuple[str, int], ...]:
+    """Counts by key (sorted pairs) with ``new`` added."""
     merged = dict(old)
     for key, count in new.items():
         merged[key] = merged.get(key, 0) + count

@@ -38,6 +38,7 @@ from ometer_exporter.store.records import (
     Status,
     Stored,
     TargetState,
+    merge_counts,
 )
 
 log = logging.getLogger(__name__)
@@ -254,12 +255,12 @@ class Store:
         entry = self._snapshot.models.get(key) or ModelEntry(target, model)
         if sweep.aborted is not None:
             entry = replace(
-                entry, capacity_aborted=_merge_counts(entry.capacity_aborted, sweep.aborted)
+                entry, capacity_aborted=merge_counts(entry.capacity_aborted, {sweep.aborted: 1})
             )
         published: CapacityRecord | None = None
         if sweep.aborted in (None, "refused") and sweep.levels:
             state = self._snapshot.targets.get(target)
-            version = state.version or "" if state is not None else ""
+            version = (state.version or "") if state is not None else ""
             published = CapacityRecord.from_sweep(
                 sweep, settings, url=without_userinfo(url), ollama_version=version
             )
@@ -366,9 +367,3 @@ class Store:
         if self._db is not None:
             async with self._lock:
                 await asyncio.to_thread(self._db.close)
-
-
-def _merge_counts(counts: tuple[tuple[str, int], ...], key: str) -> tuple[tuple[str, int], ...]:
-    merged = dict(counts)
-    merged[key] = merged.get(key, 0) + 1
-    return tuple(sorted(merged.items()))
