@@ -104,6 +104,12 @@ def apply_capacity(patch: CapacityPatch, base: CapacitySettings) -> CapacitySett
     return merged
 
 
+def window_start(window: str) -> int | None:
+    """Minutes after local midnight at which ``window`` opens (None: no window, any time)."""
+    match = _WINDOW.fullmatch(window)
+    return int(match[1]) * 60 + int(match[2]) if match else None
+
+
 def in_window(window: str, minutes: int) -> bool:
     """Whether ``minutes`` after local midnight lie in ``window`` (which may wrap midnight)."""
     match = _WINDOW.fullmatch(window)

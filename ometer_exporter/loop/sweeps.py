@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Final
 
 from ometer_exporter.client.engine import EngineClient
-from ometer_exporter.config.capacity import in_window
+from ometer_exporter.config.capacity import in_window, window_start
 from ometer_exporter.config.settings import CapacitySettings, TargetSettings
 from ometer_exporter.loop.inventory import known_cold
 from ometer_exporter.loop.outcome import describe_level, describe_sweep
@@ -57,13 +57,11 @@ class SweepSchedule:
     def next_start(self, model: str, now: float) -> float:
         """When the model's next sweep may start: due, and inside the window."""
         at = max(now, self._due.get(model, 0.0))
-        if self.may_start(at):
+        opens = window_start(self.settings.window)
+        if opens is None or self.may_start(at):
             return at
-        start = at - time.localtime(at).tm_sec
-        for minute in range(1, _DAY_MINUTES + 1):  # the window opens within a day
-            if self.may_start(start + 60 * minute):
-                return start + 60 * minute
-        return at
+        minute = at - time.localtime(at).tm_sec  # the start of at's minute
+        return minute + 60 * ((opens - local_minutes(at)) % _DAY_MINUTES)
 
     def after(self, model: str, sweep: Sweep) -> None:
         """A sweep ended: the next one is an interval later, sooner when it was cut short by
