@@ -323,24 +323,24 @@ class OllamaClient:
         response byte is sent again until it goes out on a connection it opened itself."""
         sent_at = perf_counter()  # without httpcore underneath (tests' mock transports)
         retry = can_retry(self._http)
+        sent_again = 0
         try:
-            for again in range(self._keepalive + 2):
+            while True:
                 attempt = Attempt(request)
                 try:
                     response = await self._http.send(request, stream=True)
-                except CLOSED_BEFORE_REPLY:
-                    if not retry or attempt.connected or again > self._keepalive:
-                        raise
-                else:
                     return response, attempt.headers_at or sent_at
+                except CLOSED_BEFORE_REPLY:
+                    if not retry or attempt.connected or sent_again > self._keepalive:
+                        raise
                 # A kept-alive connection the server had closed. Under concurrent requests
                 # another one's spent connection can come back to the pool meanwhile: sent
                 # again until it goes out on a connection it opened itself.
+                sent_again += 1
                 self.reconnects += 1
                 log.debug("%s: a kept-alive connection was closed; sending again",
                           request.url.path)  # fmt: skip
                 await drop_idle(self._http)
-            raise AssertionError("unreachable")  # the last round raises or returns
         except httpx.ConnectTimeout:
             raise OllamaTimeout(
                 f"{request.url.path}: connect deadline of {self._timeouts.connect:g}s passed",

@@ -120,11 +120,10 @@ class RunResult:
         load = d.load_duration
         if total is None and load is None and self.request_duration is not None:
             total, load = self.request_duration, 0
-        if total is None or load is None or d.prompt_eval_duration is None:
+        prompt, decode = d.prompt_eval_duration, d.eval_duration
+        if total is None or load is None or prompt is None or decode is None:
             return None
-        if d.eval_duration is None:
-            return None
-        return max(0.0, total - (load + d.prompt_eval_duration + d.eval_duration) * _NS)
+        return max(0.0, total - (load + prompt + decode) * _NS)
 
 
 @dataclass(frozen=True, slots=True)
